@@ -1,0 +1,52 @@
+# Medley: `make app` runs the main job on the embedded default; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A CPU build of torch (pip takes it from local disk where it lies there). Override for CUDA.
+TORCH_SPEC ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: app test lint install dev bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.torch: | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: $(VENV)/.installed-dev
+
+app: $(VENV)/.installed
+	$(VENV)/bin/medley generate \
+		"a red circle on a blue background" \
+		"a yellow striped square on a black background" \
+		"a green dotted triangle on a white background" \
+		"a pink checkered star on a gray background" \
+		"a cyan outlined diamond on a purple background" \
+		"a large orange cross on a green background" \
+		--batch 6 --seed 0 --grid "$${MEDLEY_HOME:-$$HOME/.medley}/outputs/demo-grid.png"
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/base_quality.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""The faces of Medley: the `medley` command line (and, later, the Gradio app)."""

@@ -1,0 +1,1 @@
+"""The composition engine: LoRA layers injected into the base, per layer and per step."""

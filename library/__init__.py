@@ -1,0 +1,1 @@
+"""Adapter files: formats, metadata, compatibility, the SQLite catalogue."""

