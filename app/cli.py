@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 EPILOG = "Run `medley COMMAND --help` for a command's options. State lives in $MEDLEY_HOME (default ~/.medley)."
 
@@ -70,15 +70,15 @@ def _run_generate(args: argparse.Namespace) -> int:
     images = [image for result in results for image in result.images]
     provenance = [p for result in results for p in result.provenance]
     paths = _output_paths(args.out, len(images), args.seed)
-    for image, record, path in zip(images, provenance, paths):
+    for image, record, path in zip(images, provenance, paths, strict=True):
         save_png(image, record, path)
     if args.grid is not None:
         save_grid([r.images for r in results], args.prompts, args.grid)
     if args.json:
-        for record, path in zip(provenance, paths):
+        for record, path in zip(provenance, paths, strict=True):
             print(json.dumps({"path": str(path), **record.to_dict()}))
     else:
-        for record, path in zip(provenance, paths):
+        for record, path in zip(provenance, paths, strict=True):
             print(f"{path}  seed {record.seed}  {record.seconds:.2f}s  {record.prompt}")
         if args.grid is not None:
             print(f"grid: {args.grid}")

@@ -71,7 +71,8 @@ def main() -> None:
         rows = [images[r * 8 : r * 8 + 8] for r in range(min(8, len(images) // 8))]
         save_grid(rows, [""] * len(rows), args.grid)
 
-    print(f"base: {base.name} ({base.family}), {len(prompts)} prompts, {args.steps} steps, CFG {base.default_guidance if args.cfg is None else args.cfg}")
+    cfg = base.default_guidance if args.cfg is None else args.cfg
+    print(f"base: {base.name} ({base.family}), {len(prompts)} prompts, {args.steps} steps, CFG {cfg}")
     print(f"{'judge reads':<34}" + "".join(f"{a:>12}" for a in ATTRIBUTES))
     for label, scores in (
         ("base samples vs their prompt", samples),

@@ -79,7 +79,9 @@ def load_base(
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").exists():
-            raise BaseModelError(f"{path} is a folder but has no model_index.json; point --base at a diffusers model folder")
+            raise BaseModelError(
+                f"{path} is a folder but has no model_index.json; point --base at a diffusers model folder"
+            )
         if is_toy_base(path):
             return _finish(load_toy_base(path, torch.float32), path.name, "toy", path, target, attention)
         index = json.loads((path / "model_index.json").read_text())

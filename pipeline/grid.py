@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image, ImageDraw
 
@@ -17,7 +17,7 @@ def save_grid(rows: Sequence[Sequence[Image.Image]], labels: Sequence[str], path
     columns = max(len(row) for row in rows)
     sheet = Image.new("RGB", (label_width + columns * (cell + 2), len(rows) * (cell + 2)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for r, (row, label) in enumerate(zip(rows, labels)):
+    for r, (row, label) in enumerate(zip(rows, labels, strict=True)):
         y = r * (cell + 2)
         draw.text((4, y + cell // 2 - 5), label, fill=(0, 0, 0))
         for c, image in enumerate(row):

@@ -50,7 +50,7 @@ def new_vae() -> AutoencoderKL:
         out_channels=3,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(64, 128),
+        block_out_channels=(32, 64),
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=32,
@@ -59,13 +59,17 @@ def new_vae() -> AutoencoderKL:
 
 
 def new_unet() -> UNet2DConditionModel:
-    """SD1.5's block layout at toy size: cross-attention in the outer levels and the middle."""
+    """SD1.5's block kinds at toy size: cross-attention at 8x8, 4x4 and in the middle block.
+
+    (SD1.5 also attends at its finest level; at 16x16 that tripled the step time on
+    2 CPU cores for no visible gain on 32x32 toy images.)
+    """
     return UNet2DConditionModel(
         sample_size=16,
         in_channels=4,
         out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         block_out_channels=(64, 128, 192),
         layers_per_block=1,
         cross_attention_dim=TEXT_HIDDEN_SIZE,
@@ -86,7 +90,9 @@ def new_scheduler() -> DDIMScheduler:
     )
 
 
-def assemble(vae: AutoencoderKL, unet: UNet2DConditionModel, scheduler: DDIMScheduler | None = None) -> StableDiffusionPipeline:
+def assemble(
+    vae: AutoencoderKL, unet: UNet2DConditionModel, scheduler: DDIMScheduler | None = None
+) -> StableDiffusionPipeline:
     encoder, tokenizer = load_text_encoder()
     return StableDiffusionPipeline(
         vae=vae,

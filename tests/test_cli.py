@@ -27,7 +27,9 @@ def test_generate_writes_png_with_parameters(tmp_path, capsys):
     assert code == 0 and out.exists()
     text = read_parameters(out)
     assert text.startswith("a red circle on a blue background\n")
-    for field in ("Steps: 6", "Sampler: DDIM", "CFG scale: 3", "Seed: 0", "Size: 32x32", "Model hash: ", "Model: toy-base"):
+    expected = ("Steps: 6", "Sampler: DDIM", "CFG scale: 3", "Seed: 0", "Size: 32x32", "Model hash: ",
+                "Model: toy-base")
+    for field in expected:
         assert field in text
     again = tmp_path / "b.png"
     main(["generate", "a red circle on a blue background", "--seed", "0", "--steps", "6", "--out", str(again)])

@@ -62,7 +62,7 @@ class Judge(nn.Module):
         (directory / "config.json").write_text(json.dumps(config, indent=2))
 
     @classmethod
-    def load(cls, directory: Path | str = DEFAULT_JUDGE_DIR) -> "Judge":
+    def load(cls, directory: Path | str = DEFAULT_JUDGE_DIR) -> Judge:
         directory = Path(directory)
         if not (directory / "judge.safetensors").exists():
             raise FileNotFoundError(
@@ -100,5 +100,5 @@ def accuracy(predicted: list[dict[str, str]], expected: list[dict[str, str]]) ->
     """Fraction of images whose predicted attribute equals the expected one, per attribute."""
     names = expected[0].keys() if expected else []
     return {
-        name: float(np.mean([p[name] == e[name] for p, e in zip(predicted, expected)])) for name in names
+        name: float(np.mean([p[name] == e[name] for p, e in zip(predicted, expected, strict=True)])) for name in names
     }

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Sequence
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class Scene:
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
-    def with_(self, **changes: object) -> "Scene":
+    def with_(self, **changes: object) -> Scene:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 

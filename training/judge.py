@@ -38,7 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     start = time.time()
-    train = make_samples(range(SEEDS_JUDGE_TRAIN, SEEDS_JUDGE_TRAIN + args.train_images), workers=args.workers, **JUDGE_VOCAB)
+    seeds = range(SEEDS_JUDGE_TRAIN, SEEDS_JUDGE_TRAIN + args.train_images)
+    train = make_samples(seeds, workers=args.workers, **JUDGE_VOCAB)
     labels = {k: torch.from_numpy(v) for k, v in train.label_indices().items()}
     images = to_tensor(train.images)
     print(f"rendered {len(images)} training images in {time.time() - start:.0f}s", flush=True)

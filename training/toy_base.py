@@ -98,7 +98,7 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
             ema_p.lerp_(p, 1 - decay)
 
 
@@ -113,7 +113,9 @@ def evaluate(pipe, judge: Judge | None, count: int = 64, steps: int = 20, guidan
         return {}
     prompts, labels = base_prompts(count, SEEDS_JUDGE_EVAL + 500_000)
     generator = torch.Generator().manual_seed(0)
-    images = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, generator=generator, output_type="np").images
+    images = pipe(
+        prompts, num_inference_steps=steps, guidance_scale=guidance, generator=generator, output_type="np"
+    ).images
     array = (images * 255).round().astype(np.uint8)
     return accuracy(read_labels(judge, array), labels)
 
@@ -129,7 +131,8 @@ def train_unet(args: argparse.Namespace) -> None:
     cache = args.run_dir / f"latents-{args.unet_images}.pt"
     if cache.exists():
         data = torch.load(cache, weights_only=True)
-        latents, captions = data["latents"], json.loads((args.run_dir / f"captions-{args.unet_images}.json").read_text())
+        latents = data["latents"]
+        captions = json.loads((args.run_dir / f"captions-{args.unet_images}.json").read_text())
     else:
         samples = make_samples(
             range(SEEDS_BASE_TRAIN, SEEDS_BASE_TRAIN + args.unet_images),
@@ -191,7 +194,8 @@ def train_unet(args: argparse.Namespace) -> None:
         ema.update(unet)
         if step % 50 == 0:
             rate = (time.time() - start) / (step - start_step)
-            log(f"unet step {step}/{args.steps} loss {loss.item():.4f} lr {lr:.2e} {rate:.2f}s/step eta {rate * (args.steps - step) / 60:.1f}min")
+            eta = rate * (args.steps - step) / 60
+            log(f"unet step {step}/{args.steps} loss {loss.item():.4f} lr {lr:.2e} {rate:.2f}s/step eta {eta:.1f}min")
         if step % args.checkpoint_every == 0 or step == args.steps:
             tmp = checkpoint.with_suffix(".tmp")
             torch.save(
@@ -213,13 +217,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=TOY_BASE_DIR)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--vae-images", type=int, default=20_000)
-    parser.add_argument("--vae-steps", type=int, default=1500)
+    parser.add_argument("--vae-steps", type=int, default=1000)
     parser.add_argument("--vae-batch", type=int, default=32)
     parser.add_argument("--vae-lr", type=float, default=1e-3)
     parser.add_argument("--unet-images", type=int, default=60_000)
     parser.add_argument("--steps", type=int, default=8000)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=6e-4)
     parser.add_argument("--ema", type=float, default=0.999)
     parser.add_argument("--checkpoint-every", type=int, default=500)
     args = parser.parse_args()
