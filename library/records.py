@@ -1,0 +1,37 @@
+"""One catalogue entry: what Medley knows about an adapter file (see library/catalog.py)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+KINDS: tuple[str, ...] = ("content", "style", "other")
+BASES: tuple[str, ...] = ("sd1", "sd2", "sdxl", "toy", "unknown")
+
+
+@dataclass
+class AdapterRecord:
+    """A catalogued adapter. ``name`` is the alias prompts use (``<lora:name:0.8>``)."""
+
+    id: int
+    sha256: str
+    name: str
+    title: str
+    path: str
+    format: str
+    base: str
+    rank: int
+    targets: list[str] = field(default_factory=list)
+    triggers: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    description: str = ""
+    preferred_weight: float = 0.8
+    kind: str = "other"
+    previews: list[str] = field(default_factory=list)
+    added_at: str = ""
+    notes: str = ""
+    source: str = ""  # "starter", "import", "scan", "trained"
+    size: int = 0
+    mtime: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
