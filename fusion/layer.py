@@ -1,0 +1,201 @@
+"""The fused layer: one wrapper per targeted Linear/Conv2d, holding the stacked adapters.
+
+With k adapters at this layer stacked as ``down`` [R, in] (R = sum of ranks; conv: the
+down kernels stacked [R, in, kh, kw]) and ``up`` [out, R] (conv: [out, R, 1, 1]), it computes
+
+    y = base(x) + up_g (down x),    up_g = up * diag(g)
+
+two skinny products whatever k is. ``g`` holds, per rank slot, the adapter's static scale
+(alpha / r x weight x block weight) times the gate the owning session gives for the current
+step; it is recomputed only when the session's gate version moves, and slots whose gate is
+0 are dropped from the products. Methods that need each adapter's own output (orthogonal
+dropout, the trained gate) get them from :meth:`FusedLayer.outputs` via ``owner.combine``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One adapter's place in a layer's stack: ranks ``start:stop``, its session index."""
+
+    adapter: int
+    start: int
+    stop: int
+
+
+class GateOwner(Protocol):
+    gate_version: int
+
+    def gates_for(self, layer: FusedLayer) -> list[float] | None: ...
+
+    def combine(self, layer: FusedLayer, base_out: torch.Tensor, outputs: list[torch.Tensor]) -> torch.Tensor: ...
+
+
+def weight_of(module: nn.Module) -> torch.Tensor:
+    base = getattr(module, "base_layer", module)  # a PEFT-wrapped layer keeps the original inside
+    weight = getattr(base, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight to adapt")
+    return weight
+
+
+class FusedLayer(nn.Module):
+    """Wraps ``base``; idle (a plain pass-through) until a session loads adapters into it.
+
+    The wrapper shares ``base``'s parameter, buffer and child dicts instead of registering
+    ``base`` as a child, so while it is in place the model's ``state_dict``, ``parameters()``
+    and ``.to()`` see exactly the original names and tensors.
+    """
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.__dict__.update(base=base, _parameters=base._parameters, _buffers=base._buffers, _modules=base._modules)
+        weight = weight_of(base)
+        self.is_conv = weight.dim() == 4
+        conv = getattr(base, "base_layer", base)
+        if self.is_conv:
+            if getattr(conv, "groups", 1) != 1 or getattr(conv, "padding_mode", "zeros") != "zeros":
+                raise TypeError("conv LoRA on grouped or non-zero-padded convolutions is not supported")
+            self._conv_args = (conv.stride, conv.padding, conv.dilation)
+        self.target = ""
+        self.slots: tuple[Slot, ...] = ()
+        self.adapters: tuple[int, ...] = ()  # session indices of the adapters at this layer, in slot order
+        self.down: torch.Tensor | None = None
+        self.up: torch.Tensor | None = None
+        self.split = False
+        self.static = True
+        self._owner: GateOwner | None = None
+        self._seen = -1
+        self._down_eff: torch.Tensor | None = None
+        self._up_eff: torch.Tensor | None = None
+        self._gates: tuple[float, ...] | None = None
+        self._gates_loaded = False
+
+    # the wrapped module's attributes, for code that reads them through the wrapper
+    @property
+    def weight(self) -> torch.Tensor:
+        return weight_of(self.base)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return getattr(getattr(self.base, "base_layer", self.base), "bias", None)
+
+    def load(
+        self,
+        target: str,
+        slots: tuple[Slot, ...],
+        down: torch.Tensor,
+        up: torch.Tensor,
+        owner: GateOwner,
+        static: bool,
+        split: bool,
+    ) -> None:
+        """Take a session's stacked adapters (``up`` already carries the static scales)."""
+        # plain attributes (no tensors are registered: the wrapper never shows in a state dict);
+        # one dict update instead of nn.Module.__setattr__ per attribute keeps swaps fast
+        self.__dict__.update(
+            target=target,
+            slots=slots,
+            adapters=tuple(slot.adapter for slot in slots),
+            down=down,
+            up=up,
+            _owner=owner,
+            static=static,
+            split=split,
+            _seen=-1,
+            _down_eff=down,
+            _up_eff=up,
+            _gates=None,
+            _gates_loaded=False,
+        )
+
+    def clear(self) -> None:
+        self.__dict__.update(
+            slots=(), adapters=(), down=None, up=None, _owner=None, _down_eff=None, _up_eff=None, _seen=-1
+        )
+
+    def _refresh(self, owner: GateOwner) -> None:
+        state = self.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on a per-step path
+        state["_seen"] = owner.gate_version
+        gates = owner.gates_for(self)
+        key = None if gates is None else tuple(gates)
+        if state["_gates_loaded"] and key == state["_gates"]:
+            return
+        state["_gates"], state["_gates_loaded"] = key, True
+        state["_down_eff"], state["_up_eff"] = self._effective(key)
+
+    def _effective(self, key: tuple[float, ...] | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The stack to use under per-slot gates ``key``: zero-gated slots dropped, gates folded into up."""
+        assert self.down is not None and self.up is not None
+        if key is None or all(g == 1.0 for g in key):
+            return self.down, self.up
+        kept = list(range(len(key))) if self.split else [i for i, g in enumerate(key) if g != 0.0]
+        if not kept:
+            return None, None
+        if len(kept) == 1:  # one adapter left (switch, K-LoRA): views of the stack, no copies
+            slot, gain = self.slots[kept[0]], key[kept[0]]
+            down, up = self.down[slot.start : slot.stop], self.up[:, slot.start : slot.stop]
+            return down, (up if gain == 1.0 else up * gain)
+        slots = [self.slots[i] for i in kept]
+        if len(slots) == len(self.slots):
+            down, up = self.down, self.up
+        else:
+            down = torch.cat([self.down[s.start : s.stop] for s in slots])
+            up = torch.cat([self.up[:, s.start : s.stop] for s in slots], dim=1)
+        per_rank = [key[i] for i, slot in zip(kept, slots, strict=True) for _ in range(slot.stop - slot.start)]
+        gain = torch.tensor(per_rank, dtype=up.dtype, device=up.device)
+        return down, up * (gain.view(1, -1, 1, 1) if self.is_conv else gain)
+
+    def _project_down(self, x: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+        if self.is_conv:
+            stride, padding, dilation = self._conv_args
+            return F.conv2d(x, down, None, stride, padding, dilation)
+        return F.linear(x, down)
+
+    def _project_up(self, h: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(h, up) if self.is_conv else F.linear(h, up)
+
+    def outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each adapter's own (scaled, gated) output at this layer, in slot order."""
+        assert self._down_eff is not None and self._up_eff is not None
+        down, up = self._cast(x)
+        h = self._project_down(x, down)
+        channel = 1 if self.is_conv else -1
+        return [
+            self._project_up(h.narrow(channel % h.dim(), s.start, s.stop - s.start), up[:, s.start : s.stop])
+            for s in self.slots
+        ]
+
+    def _cast(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self._down_eff is not None and self._up_eff is not None
+        if self._down_eff.dtype != x.dtype:
+            return self._down_eff.to(x.dtype), self._up_eff.to(x.dtype)
+        return self._down_eff, self._up_eff
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        out = self.base(x, *args, **kwargs)
+        owner = self._owner
+        if owner is None:
+            return out
+        if not self.static and self._seen != owner.gate_version:
+            self._refresh(owner)
+        if self._down_eff is None:
+            return out
+        if self.split:
+            return owner.combine(self, out, self.outputs(x))
+        down, up = self._cast(x)
+        h = self._project_down(x, down)
+        if out.requires_grad or not out.is_contiguous() or out.dtype != h.dtype:
+            return out + self._project_up(h, up)
+        if self.is_conv:
+            return out.add_(F.conv2d(h, up))
+        out.view(-1, out.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), up.t())  # one fused GEMM + add
+        return out

@@ -1,0 +1,311 @@
+"""A composition attached to a pipeline: :func:`compose` and :class:`FusionSession`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from fusion import blocks, injection
+from fusion.checks import ensure_applicable
+from fusion.context import StepContext
+from fusion.layer import FusedLayer, Slot, weight_of
+from fusion.methods import FusionMethod, make_method
+from fusion.spec import AdapterSpec
+from library.compat import IncompatibleAdapterError
+from library.lora import COMPONENTS, LoraAdapter, LoraModule, split_target
+
+_NO_FORWARD = object()
+Plan = dict[str, list[tuple[int, LoraModule, float]]]
+
+
+def components_of(pipe: Any) -> dict[str, nn.Module]:
+    """{"unet": ..., "text_encoder": ..., ...} of a diffusers pipeline (or a bare UNet)."""
+    if isinstance(pipe, nn.Module):
+        return {"unet": pipe}
+    found = {name: getattr(pipe, name, None) for name in COMPONENTS}
+    return {name: model for name, model in found.items() if isinstance(model, nn.Module)}
+
+
+def as_specs(adapters: Sequence[AdapterSpec | LoraAdapter]) -> list[AdapterSpec]:
+    specs = [a if isinstance(a, AdapterSpec) else AdapterSpec(f"adapter{i}", a) for i, a in enumerate(adapters)]
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"adapter names must be unique, got {names}")
+    return specs
+
+
+class FusionSession:
+    """Adapters composed into a pipeline by one method; a context manager that detaches on exit.
+
+    ``description`` (and :meth:`describe`) records method, options and adapters for provenance.
+    """
+
+    def __init__(
+        self,
+        pipe: Any,
+        adapters: Sequence[AdapterSpec | LoraAdapter],
+        method: FusionMethod,
+        num_inference_steps: int | None = None,
+    ) -> None:
+        self.pipe = pipe
+        self.components = components_of(pipe)
+        self.scheduler = getattr(pipe, "scheduler", None)
+        self.method = method
+        self.specs = as_specs(adapters)
+        self.entries: list[AdapterSpec] = []
+        config = getattr(self.scheduler, "config", None)
+        train_steps = int(getattr(config, "num_train_timesteps", 1000) or 1000)
+        self.context = StepContext(num_inference_steps=num_inference_steps, num_train_timesteps=train_steps)
+        self.gate_version = 0
+        self.attached = False
+        self._step: list[float] | None = None
+        self._layers: dict[str, injection.Site] = {}
+        self._saved: list[tuple[nn.Module, torch.Tensor]] = []
+        self._hooks: list[Any] = []
+        self._forward_before: Any = _NO_FORWARD
+
+    # ---------------------------------------------------------------- planning (touches nothing)
+    def _plan(self, specs: list[AdapterSpec]) -> tuple[list[AdapterSpec], Plan]:
+        unet = self.components.get("unet")
+        for spec in specs:
+            ensure_applicable(spec.adapter, self.components, spec.name)
+            blocks.validate(spec.block_weights, unet)
+        if self.method.static and any(spec.schedule is not None for spec in specs):
+            raise ValueError("a static merge cannot follow a per-step schedule; use the dynamic merge")
+        entries = self.method.prepare(list(specs), self.components)
+        plan: Plan = {}
+        checked = {id(spec) for spec in specs}
+        for index, spec in enumerate(entries):
+            if id(spec) not in checked:  # built by the method (e.g. Break-for-Make)
+                ensure_applicable(spec.adapter, self.components, spec.name)
+            for target, module in sorted(spec.adapter.modules.items()):
+                component, path = split_target(target)
+                scale = module.scale * spec.component_weight(component)
+                scale *= blocks.multiplier(spec.block_weights, component, path)
+                scale *= self.method.static_gain(index, spec, component, path)
+                if scale == 0.0:
+                    continue
+                if module.is_conv:
+                    weight = weight_of(self.components[component].get_submodule(path))
+                    if module.up.shape[2:] != (1, 1) or module.down.shape[2:] != weight.shape[2:]:
+                        raise IncompatibleAdapterError(
+                            f"{spec.name}: conv LoRA at {target} needs a {tuple(weight.shape[2:])} down kernel "
+                            f"and a 1x1 up kernel, got {tuple(module.down.shape[2:])} and {tuple(module.up.shape[2:])}"
+                        )
+                plan.setdefault(target, []).append((index, module, scale))
+        return entries, plan
+
+    # ---------------------------------------------------------------- attaching
+    def attach(self) -> FusionSession:
+        if self.attached:
+            return self
+        entries, plan = self._plan(self.specs)
+        self._apply(entries, plan)
+        return self
+
+    def _apply(self, entries: list[AdapterSpec], plan: Plan) -> None:
+        for model in self.components.values():
+            injection.claim(model, self)
+        self.attached = True
+        self.entries = entries
+        self.context.reset()
+        try:
+            if self.method.static:
+                self._merge(plan)
+            else:
+                self._wrap(plan)
+            unet = self.components.get("unet")
+            if unet is not None:
+                self._hooks.append(unet.register_forward_pre_hook(self._observe, with_kwargs=True))
+                wrapped = self.method.wrap_forward(unet.forward, self)
+                if wrapped is not None:
+                    self._forward_before = unet.__dict__.get("forward", None)
+                    unet.forward = wrapped  # type: ignore[method-assign]
+            self._step = self._step_vector()
+            self.gate_version += 1
+        except BaseException:
+            self.detach()
+            raise
+
+    def _merge(self, plan: Plan) -> None:
+        for target, items in plan.items():
+            component, path = split_target(target)
+            module = self.components[component].get_submodule(path)
+            # ``scale`` already holds alpha / r, which delta() also applies
+            delta = sum(lora.delta(torch.float32) * (scale / lora.scale) for _, lora, scale in items)
+            assert isinstance(delta, torch.Tensor)
+            self._saved.append((module, injection.merge_weight(module, delta)))
+
+    def _wrap(self, plan: Plan) -> None:
+        for target, items in plan.items():
+            component, path = split_target(target)
+            model = self.components[component]
+            site = injection.site_for(model, path)
+            weight = site.wrapper.weight
+            device, dtype = weight.device, weight.dtype
+            slots, start = [], 0
+            for index, lora, _ in items:
+                slots.append(Slot(index, start, start + lora.rank))
+                start += lora.rank
+            if len(items) == 1:
+                _, lora, scale = items[0]
+                down = lora.down.to(device=device, dtype=dtype)
+                up = (lora.up.to(device=device, dtype=torch.float32) * scale).to(dtype)
+            else:
+                down = torch.cat([lora.down for _, lora, _ in items]).to(device=device, dtype=dtype)
+                up = torch.cat([lora.up for _, lora, _ in items], dim=1).to(device=device, dtype=torch.float32)
+                scales = [scale for _, lora, scale in items for _ in range(lora.rank)]
+                gain = torch.tensor(scales, dtype=torch.float32, device=device)
+                up = (up * (gain.view(1, -1, 1, 1) if up.dim() == 4 else gain)).to(dtype)
+            on_unet = component == "unet"
+            site.wrapper.load(
+                target,
+                tuple(slots),
+                down,
+                up,
+                owner=self,
+                static=not on_unet,
+                split=on_unet and self.method.splits(component, path),
+            )
+            self._layers[target] = site
+            injection.install(site)
+
+    def detach(self, keep: frozenset[str] = frozenset()) -> None:
+        """Restore the base exactly: original modules back, original weight values back.
+
+        (``keep``: targets whose wrappers stay in place, emptied, for an immediate reload.)
+        """
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+        unet = self.components.get("unet")
+        if self._forward_before is not _NO_FORWARD and unet is not None:
+            if self._forward_before is None:
+                unet.__dict__.pop("forward", None)
+            else:
+                unet.forward = self._forward_before  # type: ignore[method-assign]
+            self._forward_before = _NO_FORWARD
+        for target in list(self._layers):
+            site = self._layers[target]
+            if target in keep:
+                site.wrapper.clear()
+            else:
+                injection.uninstall(site)
+                del self._layers[target]
+        for module, saved in reversed(self._saved):
+            injection.restore_weight(module, saved)
+        self._saved.clear()
+        for model in self.components.values():
+            injection.release(model, self)
+        self.attached = False
+
+    def swap(self, adapters: Sequence[AdapterSpec | LoraAdapter]) -> FusionSession:
+        """Compose another set of adapters with the same method, reusing the wrappers.
+
+        The new set is checked first; if it is refused, the current one stays attached.
+        """
+        specs = as_specs(adapters)
+        entries, plan = self._plan(specs)
+        self.detach(keep=frozenset(plan) if not self.method.static else frozenset())
+        self.specs = specs
+        self._apply(entries, plan)
+        return self
+
+    def __enter__(self) -> FusionSession:
+        return self.attach()
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    # ---------------------------------------------------------------- per step
+    def _observe(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        timestep = kwargs["timestep"] if "timestep" in kwargs else (args[1] if len(args) > 1 else None)
+        if self.context.observe(timestep, self.scheduler):
+            self._advance()
+
+    def _step_vector(self) -> list[float] | None:
+        context, count = self.context, len(self.entries)
+        vector: list[float] | None = None
+        if any(spec.schedule is not None for spec in self.entries):
+            vector = [1.0 if s.schedule is None else s.schedule(context.fraction) for s in self.entries]
+        gates = self.method.step_gates(context, count)
+        if gates is not None:
+            vector = [a * b for a, b in zip(vector or [1.0] * count, gates, strict=True)]
+        if context.solo is not None:
+            vector = [v if i == context.solo else 0.0 for i, v in enumerate(vector or [1.0] * count)]
+        return vector
+
+    def _advance(self) -> None:
+        vector = self._step_vector()
+        if self.method.layer_dependent or vector != self._step:
+            self._step = vector
+            self.gate_version += 1
+
+    def set_solo(self, index: int | None) -> None:
+        """Let only adapter ``index`` act (None: all); used by composite's passes."""
+        self.context.solo = index
+        self.context.version += 1
+        self._advance()
+
+    def gates_for(self, layer: FusedLayer) -> list[float] | None:
+        """Per-slot gates of ``layer`` for the current step (None: all 1)."""
+        if self.method.layer_dependent:
+            return self.method.layer_gates(layer, self.context, self._step)
+        return None if self._step is None else [self._step[i] for i in layer.adapters]
+
+    def combine(self, layer: FusedLayer, base_out: torch.Tensor, outputs: list[torch.Tensor]) -> torch.Tensor:
+        return self.method.combine(layer, base_out, outputs, self.context)
+
+    # ---------------------------------------------------------------- introspection
+    @property
+    def layers(self) -> Mapping[str, FusedLayer]:
+        """{target: fused layer} of the dynamic path (empty for a static merge)."""
+        return {target: site.wrapper for target, site in self._layers.items()}
+
+    def gates(self, target: str) -> dict[str, float]:
+        """The current step's gate of each adapter at ``target`` (static scales excluded)."""
+        layer = self._layers[target].wrapper
+        values = self.gates_for(layer) if not layer.static else None
+        return {
+            self.entries[a].name: 1.0 if values is None else float(values[i]) for i, a in enumerate(layer.adapters)
+        }
+
+    def unet_adapters(self) -> list[int]:
+        """Indices (into ``entries``) of the adapters that change the UNet."""
+        return [i for i, spec in enumerate(self.entries) if spec.adapter.targets("unet")]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "method": self.method.name,
+            "options": self.method.options(),
+            "static": self.method.static,
+            "num_inference_steps": self.context.num_inference_steps,
+            "adapters": [spec.describe() for spec in self.specs],
+        }
+
+    @property
+    def description(self) -> str:
+        parts = [f"{s.name}:{s.weight:g}" + (f" ({s.role})" if s.role != "other" else "") for s in self.specs]
+        return f"{self.method.name}[{', '.join(parts)}]"
+
+
+def compose(
+    pipe: Any,
+    adapters: Sequence[AdapterSpec | LoraAdapter],
+    method: str | FusionMethod = "merge",
+    *,
+    num_inference_steps: int | None = None,
+    **options: Any,
+) -> FusionSession:
+    """Attach ``adapters`` to ``pipe`` (a diffusers pipeline, or a bare UNet) with ``method``.
+
+    Every adapter is checked against the base first (``library.compat.check_applicable``);
+    nothing is touched if one is refused. Use as ``with compose(...) as session:`` (detaches
+    on exit) or call ``session.detach()``. ``options`` go to the method (see FUSION_METHODS).
+    ``num_inference_steps`` is only needed when the scheduler's timesteps do not tell it.
+    """
+    session = FusionSession(pipe, adapters, make_method(method, **options), num_inference_steps)
+    return session.attach()
