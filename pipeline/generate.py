@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from PIL import Image
 
+from fusion import AdapterSpec, compose
 from pipeline.base import LoadedBase
 from pipeline.provenance import Provenance
 
@@ -19,6 +22,22 @@ StepCallback = Callable[[int, int], None]
 class GenerationResult:
     images: list[Image.Image]
     provenance: list[Provenance]
+
+
+@contextlib.contextmanager
+def _adapters_applied(
+    base: LoadedBase, adapters: Sequence[AdapterSpec], fusion: str, steps: int, options: dict[str, Any] | None
+) -> Iterator[list[dict[str, object]]]:
+    """Attach ``adapters`` with ``fusion`` for the duration of one generation; yields their provenance."""
+    if not adapters:
+        yield []
+        return
+    with compose(base.pipe, list(adapters), fusion, num_inference_steps=steps, **(options or {})):
+        yield [
+            {"alias": spec.name, "weight": spec.weight, "role": spec.role, "fusion": fusion,
+             "hash": spec.adapter.metadata.get("medley.sha256", "")[:12]}
+            for spec in adapters
+        ]
 
 
 def _check(name: str, value: int, low: int, high: int) -> None:
@@ -37,11 +56,16 @@ def generate(
     height: int | None = None,
     batch: int = 1,
     on_step: StepCallback | None = None,
+    adapters: Sequence[AdapterSpec] = (),
+    fusion: str = "merge",
+    fusion_options: dict[str, Any] | None = None,
 ) -> GenerationResult:
     """Render ``batch`` images of ``prompt``; image i uses seed ``seed + i``.
 
     So any image of a batch is reproduced exactly by generating it alone with its
     own seed. ``guidance``, ``width`` and ``height`` default to the base's own.
+    ``adapters`` are composed with the ``fusion`` method (see :mod:`fusion`) for this
+    call only; the base is restored afterwards.
     """
     if not prompt.strip():
         raise ValueError("the prompt is empty")
@@ -68,7 +92,7 @@ def generate(
             return kwargs
 
     started = time.perf_counter()
-    with torch.inference_mode():
+    with _adapters_applied(base, adapters, fusion, steps, fusion_options) as used, torch.inference_mode():
         output = base.pipe(
             prompt=[prompt] * batch,
             negative_prompt=[negative_prompt] * batch if negative_prompt else None,
@@ -93,6 +117,7 @@ def generate(
             model=base.name,
             model_hash=base.model_hash,
             attention=base.attention,
+            adapters=used,
             seconds=round(elapsed, 4),
         )
         for i in range(batch)
@@ -118,6 +143,9 @@ def generate_batch(
     guidance: float | None = None,
     negative_prompt: str = "",
     batch_size: int = 32,
+    adapters: Sequence[AdapterSpec] = (),
+    fusion: str = "merge",
+    fusion_options: dict[str, Any] | None = None,
 ) -> list[Image.Image]:
     """One image per (prompt, seed), rendered ``batch_size`` at a time (for benchmarks and sweeps)."""
     if len(prompts) != len(seeds):
@@ -129,7 +157,7 @@ def generate_batch(
         chunk = prompts[start : start + batch_size]
         generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds[start : start + batch_size]]
         latents = _initial_latents(base, generators, size, size)
-        with torch.inference_mode():
+        with _adapters_applied(base, adapters, fusion, steps, fusion_options), torch.inference_mode():
             output = base.pipe(
                 prompt=chunk,
                 negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,

@@ -115,6 +115,9 @@ def write_kohya(adapter: LoraAdapter, path: Path, info: AdapterInfo | None = Non
     os.close(handle)
     try:
         save_file(tensors, temporary, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it owner-only; an adapter is an ordinary file
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
