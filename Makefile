@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: app test lint install dev bench clean
+.PHONY: app demo test lint install dev bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,12 @@ install: $(VENV)/.installed
 
 dev: $(VENV)/.installed-dev
 
+# the main job: the web app on the embedded base and the starter library (prints its URL)
 app: $(VENV)/.installed
+	$(VENV)/bin/medley serve
+
+# a contact sheet of base prompts, written to MEDLEY_HOME/outputs (no browser needed)
+demo: $(VENV)/.installed
 	$(VENV)/bin/medley generate \
 		"a red circle on a blue background" \
 		"a yellow striped square on a black background" \
