@@ -25,7 +25,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from retrieval.atomic import write_atomic
+from library.files import write_atomic
 
 FORMAT = 1
 DEFAULT_HNSW_THRESHOLD = 50_000

@@ -135,7 +135,7 @@ def test_rejects_wrong_dimension() -> None:
 def test_write_atomic_leaves_old_file_on_failure(tmp_path, monkeypatch) -> None:
     import os
 
-    from retrieval.atomic import write_atomic
+    from library.files import write_atomic
 
     target = tmp_path / "file.bin"
     write_atomic(target, b"old")

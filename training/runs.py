@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from library.files import write_atomic
 from library.home import medley_home
 from training.images import TrainingInputError
 
@@ -64,20 +65,6 @@ def run_folder(name: str) -> Path:
 
 def adapter_path(name: str) -> Path:
     return adapters_root() / f"{check_name(name)}.safetensors"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def write_json(path: Path, value: Any) -> None:

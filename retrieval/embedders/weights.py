@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from library.files import write_atomic
 from library.lora import LoraAdapter, LoraModule
-from retrieval.atomic import write_atomic
 from retrieval.embedders.text import EmbedderUnavailableError
 from retrieval.paths import WEIGHT_ENCODER_DIR
 
