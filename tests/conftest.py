@@ -21,3 +21,16 @@ def toy_base():
 def medley_home(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDLEY_HOME", str(tmp_path / "medley-home"))
     return tmp_path / "medley-home"
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    """A random-weight pipeline of the toy base's architecture (fast; no trained weights needed)."""
+    import torch
+
+    from pipeline.toy_base import assemble, new_unet, new_vae
+
+    torch.manual_seed(0)
+    pipe = assemble(new_vae(), new_unet())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

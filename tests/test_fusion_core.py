@@ -10,18 +10,9 @@ from fusion.layer import FusedLayer
 from fusion.testing import random_lora
 from library.compat import IncompatibleAdapterError
 from library.lora import LoraAdapter, LoraModule
-from pipeline.toy_base import assemble, new_unet, new_vae
 
 Q = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
 K2 = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k"
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    torch.manual_seed(0)
-    pipe = assemble(new_vae(), new_unet())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def unet_inputs(batch=2, seed=0):

@@ -11,18 +11,9 @@ from fusion.methods.klora import balance, style_factor
 from fusion.methods.orthogonal import bernoulli_rates, sample_masks
 from fusion.testing import random_lora
 from library.lora import LoraAdapter, LoraModule
-from pipeline.toy_base import assemble, new_unet, new_vae
 
 Q = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
 UP_Q = "unet.up_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    torch.manual_seed(0)
-    pipe = assemble(new_vae(), new_unet())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.fixture(scope="module")
