@@ -1,7 +1,7 @@
 """Train the weight encoder: symmetric InfoNCE between adapter weights and description embeddings.
 
-``training/`` calls :func:`train_weight_encoder` with the starter library's adapters and the
-refiner's descriptions (:func:`retrieval.refiner.describe`), then :func:`save_weight_encoder`.
+``python -m training.weight_encoder`` calls :func:`train_weight_encoder` with a corpus of hundreds
+of tiny toy LoRAs and their one-line descriptions, then :func:`save_weight_encoder`.
 The text side is frozen: its embeddings are computed once. Adapters that share a description
 are positives of one another (soft targets), so repeated concepts are not pushed apart.
 """

@@ -222,7 +222,8 @@ def load_weight_encoder(folder: str | Path | None = None, device: str = "cpu") -
     if missing:
         raise EmbedderUnavailableError(
             f"no weight encoder in {source}: missing {', '.join(missing)} "
-            "(train one with retrieval.weight_encoder_training.train_weight_encoder, then save_weight_encoder)"
+            "(train one with `python -m training.weight_encoder`, which runs "
+            "retrieval.weight_encoder_training.train_weight_encoder)"
         )
     config = WeightEncoderConfig.from_dict(json.loads((source / CONFIG_FILE).read_text()))
     encoder = WeightEncoder(config)
