@@ -1,4 +1,5 @@
-"""The Generate tab: prompt and settings, the adapter table (auto plan + manual picks), the gallery."""
+"""The Generate tab: prompt and settings, the adapter table (auto plan + manual picks), the gated schedule editor,
+the gallery (each image captioned with its seed and adapters)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import gradio as gr
 
 from app.web.adapter_table import DATATYPES, HEADERS, manual_rows, rows_from_table, table_from_rows
 from app.web.errors import user_errors
-from app.web.services import AdapterRow, GenerateRequest, MedleyServices
+from app.web.schedule_editor import build_schedule_editor, default_text, fusion_options, wire_schedule_editor
+from app.web.services import AdapterRow, GenerateOutcome, GenerateRequest, MedleyServices
+
+GenerateOutputs = tuple[list[tuple[str, str]], list[dict[str, Any]], str, list[list[Any]]]
 
 
 @dataclass
@@ -24,41 +28,67 @@ def _with_plan(services: MedleyServices, prompt: str, rows: list[AdapterRow], ba
     return manual_rows(rows) + services.plan_rows(prompt, batch=batch) if prompt.strip() else manual_rows(rows)
 
 
+def caption(seed: int, adapters: list[dict[str, Any]]) -> str:
+    """A gallery caption: the image's seed and the adapters it was composed with."""
+    used = ", ".join(f"{adapter['name']} {adapter['weight']:g}" for adapter in adapters)
+    return f"seed {seed} · {used or 'no adapters'}"
+
+
+def shown_prompt(prompts: list[str]) -> str:
+    """The prompt the base was given; one line per image when the images of a batch differ."""
+    if len(set(prompts)) <= 1:
+        return prompts[0] if prompts else ""
+    return "\n".join(f"[{index}] {prompt}" for index, prompt in enumerate(prompts))
+
+
+def save_outcome(services: MedleyServices, request: GenerateRequest, outcome: GenerateOutcome
+                 ) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+    """Write each image as a PNG with its provenance; the gallery items and the JSON records."""
+    from pipeline import save_png
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = services.outputs_dir()
+    items: list[tuple[str, str]] = []
+    records: list[dict[str, Any]] = []  # no "path" keys: gradio_client would take them for files
+    images = zip(outcome.result.images, outcome.result.provenance, outcome.adapters, strict=True)
+    for index, (image, record, specs) in enumerate(images):
+        path = save_png(image, record, folder / f"{stamp}-{record.seed}-{index}-{time.time_ns() % 10**6}.png")
+        items.append((str(path), caption(record.seed, specs)))
+        records.append({"file": str(path), **record.to_dict(), "fusion": request.fusion,
+                        "fusion_options": outcome.fusion_options, "adapter_specs": specs})
+    return items, records
+
+
 def make_generate(services: MedleyServices):  # type: ignore[no-untyped-def]
     """The /generate handler (the Generate button and the API share it)."""
 
     def generate(prompt: str, negative_prompt: str | None = None, seed: float | None = None,
                  steps: float | None = None, cfg: float | None = None, batch: float | None = None,
                  auto_adapters: bool | None = None, adapters: Any = None, fusion: str | None = None,
-                 progress: gr.Progress = gr.Progress()
-                 ) -> tuple[list[tuple[str, str]], list[dict[str, Any]], str, list[list[Any]]]:
+                 content_curve: str | None = None, style_curve: str | None = None,
+                 progress: gr.Progress = gr.Progress()) -> GenerateOutputs:
         """Render ``batch`` images (image i uses seed+i) with the adapters of the table and the prompt's
-        <lora:alias:w> tags. With auto_adapters the composer's plan is added when the table has none.
-        Defaults: seed 0, 20 steps, the base's CFG, batch 1, fusion merge."""
+        <lora:alias:w> tags. With auto_adapters the composer's plan is added when the table has none; in a
+        batch each image uses its own plan (its subset of the auto rows). With fusion "gated" the content
+        and style curves ("fraction=weight, ..." points) schedule each role's weight over the steps.
+        Defaults: seed 0, 20 steps, the base's CFG, batch 1, fusion merge, the gated method's curves."""
         batch = 1 if batch is None else batch
-        from pipeline import save_png
-
         with user_errors():
             rows = rows_from_table(adapters)
             if auto_adapters and not any(row.source == "auto" for row in rows):
                 rows = _with_plan(services, prompt, rows, int(batch))
+            curves = [default_text(role) if text is None else text
+                      for role, text in (("content", content_curve), ("style", style_curve))]
             request = GenerateRequest(prompt=prompt or "", negative_prompt=negative_prompt or "",
                                       seed=int(seed or 0), steps=int(20 if steps is None else steps),
                                       guidance=None if cfg is None else float(cfg),
-                                      batch=int(batch), rows=rows, fusion=fusion or "merge")
+                                      batch=int(batch), rows=rows, fusion=fusion or "merge",
+                                      fusion_options=fusion_options(fusion, *curves))
             progress((0, request.steps), desc="denoising", unit="steps")
             outcome = services.generate(
                 request, on_step=lambda step, total: progress((step, total), desc="denoising", unit="steps"))
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        folder = services.outputs_dir()
-        items: list[tuple[str, str]] = []
-        records: list[dict[str, Any]] = []  # no "path" keys: gradio_client would take them for files
-        for index, (image, record) in enumerate(zip(outcome.result.images, outcome.result.provenance, strict=True)):
-            path = save_png(image, record, folder / f"{stamp}-{record.seed}-{index}-{time.time_ns() % 10**6}.png")
-            items.append((str(path), f"seed {record.seed}"))
-            records.append({"file": str(path), **record.to_dict(), "fusion": request.fusion,
-                            "adapter_specs": outcome.adapters})
-        return items, records, outcome.prompt, table_from_rows(rows)
+        items, records = save_outcome(services, request, outcome)
+        return items, records, shown_prompt(outcome.prompts), table_from_rows(rows)
 
     return generate
 
@@ -75,12 +105,17 @@ def build_generate_tab(services: MedleyServices, concurrency_limit: int = 1) -> 
             negative = gr.Textbox(label="Negative prompt", lines=1)
             with gr.Row():
                 seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
-                steps = gr.Slider(label="Steps", minimum=1, maximum=services.config.max_steps, step=1, value=20)
+                steps = gr.Slider(label="Steps", minimum=1, maximum=services.config.max_steps, step=1, value=20,
+                                  elem_id="steps")
                 cfg = gr.Slider(label="CFG scale", minimum=0.0, maximum=20.0, step=0.5, value=base.default_guidance)
-                batch = gr.Slider(label="Batch size", minimum=1, maximum=services.config.max_batch, step=1, value=1)
+                batch = gr.Slider(label="Batch size", minimum=1, maximum=services.config.max_batch, step=1, value=1,
+                                  elem_id="batch")
             with gr.Row():
-                fusion = gr.Dropdown(label="Fusion method", choices=list(FUSION_METHODS), value="merge")
-                auto = gr.Checkbox(label="Auto adapters (compose a plan from the library)", value=False)
+                fusion = gr.Dropdown(label="Fusion method", choices=list(FUSION_METHODS), value="merge",
+                                     elem_id="fusion-method")
+                auto = gr.Checkbox(label="Auto adapters (compose a plan from the library)", value=False,
+                                   elem_id="auto-adapters")
+            schedule = build_schedule_editor(steps.value)
             with gr.Row():
                 picker = gr.Dropdown(label="Add an adapter", choices=names, value=None, allow_custom_value=False)
                 pick_weight = gr.Slider(label="Weight", minimum=-2.0, maximum=2.0, step=0.05, value=0.8)
@@ -91,9 +126,9 @@ def build_generate_tab(services: MedleyServices, concurrency_limit: int = 1) -> 
                                  column_count=len(HEADERS), wrap=True, elem_id="adapter-table")
             run = gr.Button("Generate", variant="primary", elem_id="generate-button")
         with gr.Column(scale=2):
-            gallery = gr.Gallery(label="Images", columns=2, height=420, format="png", object_fit="contain",
+            gallery = gr.Gallery(label="Images", columns=2, height=500, format="png", object_fit="contain",
                                  elem_id="gallery")
-            final_prompt = gr.Textbox(label="Prompt given to the base", interactive=False)
+            final_prompt = gr.Textbox(label="Prompt given to the base", interactive=False, elem_id="final-prompt")
             with gr.Accordion("Provenance (JSON)", open=False):
                 provenance = gr.JSON(label="Provenance")
 
@@ -115,7 +150,8 @@ def build_generate_tab(services: MedleyServices, concurrency_limit: int = 1) -> 
     def plan_if_auto(prompt_text: str, enabled: bool, adapters: Any, batch_size: float) -> list[list[Any]]:
         return plan(prompt_text, adapters, batch_size) if enabled else drop_auto(adapters)
 
-    inputs = [prompt, negative, seed, steps, cfg, batch, auto, table, fusion]
+    wire_schedule_editor(schedule, fusion, steps)
+    inputs = [prompt, negative, seed, steps, cfg, batch, auto, table, fusion, schedule.content, schedule.style]
     outputs = [gallery, provenance, final_prompt, table]
     handler = make_generate(services)
     run.click(handler, inputs, outputs, api_name="generate", concurrency_limit=concurrency_limit,

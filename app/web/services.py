@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.web.batch_plans import ImageRun, RowKey, image_runs, rows_key, rows_per_image, uses_auto
 from library.records import BASES, KINDS, AdapterRecord
 
 if TYPE_CHECKING:
@@ -69,13 +70,19 @@ class GenerateRequest:
     rows: list[AdapterRow] = field(default_factory=list)
     fusion: str = "merge"
     add_triggers: bool = True
+    fusion_options: dict[str, Any] = field(default_factory=dict)  # the method's options (gated: its curves)
 
 
 @dataclass
 class GenerateOutcome:
-    result: GenerationResult
-    prompt: str  # what the base was given (tags stripped, trigger words added)
-    adapters: list[dict[str, Any]]
+    result: GenerationResult  # the whole batch, image i with seed + i
+    prompts: list[str]  # per image: what the base was given (tags stripped, trigger words added)
+    adapters: list[list[dict[str, Any]]]  # per image: the composed adapters (AdapterSpec.describe())
+    fusion_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt(self) -> str:
+        return self.prompts[0]
 
 
 def lora_tag(name: str, weight: float) -> str:
@@ -230,23 +237,76 @@ class MedleyServices:
                 ) -> tuple[str, list[AdapterSpec]]:
         return resolve_rows(self, prompt, rows, add_triggers)
 
-    def generate(self, request: GenerateRequest, on_step: StepCallback | None = None) -> GenerateOutcome:
-        from fusion import FUSION_METHODS
-        from pipeline import generate
+    def image_runs(self, request: GenerateRequest) -> list[ImageRun]:
+        """The batch as runs of images sharing adapters: with auto rows in a batch, each image gets its
+        own plan (the composer's per-image masks, see :mod:`app.web.batch_plans`); otherwise one run."""
+        if request.batch > 1 and uses_auto(request.rows):
+            plan = self.plan(request.prompt, batch=request.batch)
+            return image_runs(rows_per_image(request.rows, plan, request.batch))
+        return [ImageRun(start=0, count=request.batch, rows=list(request.rows))]
 
-        if request.fusion not in FUSION_METHODS:
-            raise WebInputError(f"unknown fusion method {request.fusion!r} (one of {', '.join(FUSION_METHODS)})")
-        if not 1 <= request.batch <= self.config.max_batch:
-            raise WebInputError(f"batch must be between 1 and {self.config.max_batch}")
-        if not 1 <= request.steps <= self.config.max_steps:
-            raise WebInputError(f"steps must be between 1 and {self.config.max_steps}")
-        prompt, specs = self.resolve(request.prompt, request.rows, request.add_triggers)
+    def _resolve_runs(self, request: GenerateRequest, runs: Sequence[ImageRun]
+                      ) -> dict[RowKey, tuple[str, list[AdapterSpec]]]:
+        """The prompt and adapters of each distinct adapter set of ``runs`` (each resolved once)."""
+        resolved: dict[RowKey, tuple[str, list[AdapterSpec]]] = {}
+        for run in runs:
+            key = rows_key(run.rows)
+            if key not in resolved:
+                resolved[key] = self.resolve(request.prompt, run.rows, request.add_triggers)
+        return resolved
+
+    def generate(self, request: GenerateRequest, on_step: StepCallback | None = None) -> GenerateOutcome:
+        """Render the batch; runs of images with the same adapters share one pipeline call."""
+        from pipeline import GenerationResult, generate
+
+        _check_request(request, self.config)
+        runs = self.image_runs(request)
+        resolved = self._resolve_runs(request, runs)
         base = self.base
+        outcome = GenerateOutcome(result=GenerationResult(images=[], provenance=[]), prompts=[], adapters=[],
+                                  fusion_options=dict(request.fusion_options))
         with self.generate_lock:
-            result = generate(base, prompt, negative_prompt=request.negative_prompt, seed=request.seed,
-                              steps=request.steps, guidance=request.guidance, batch=request.batch,
-                              on_step=on_step, adapters=specs, fusion=request.fusion)
-        return GenerateOutcome(result=result, prompt=prompt, adapters=[spec.describe() for spec in specs])
+            for number, run in enumerate(runs):
+                prompt, specs = resolved[rows_key(run.rows)]
+                result = generate(base, prompt, negative_prompt=request.negative_prompt, seed=request.seed + run.start,
+                                  steps=request.steps, guidance=request.guidance, batch=run.count,
+                                  on_step=_run_steps(on_step, number, len(runs)), adapters=specs,
+                                  fusion=request.fusion, fusion_options=request.fusion_options or None)
+                outcome.result.images.extend(result.images)
+                outcome.result.provenance.extend(result.provenance)
+                outcome.prompts.extend([prompt] * run.count)
+                outcome.adapters.extend([spec.describe() for spec in specs] for _ in range(run.count))
+        return outcome
+
+
+def _check_request(request: GenerateRequest, config: WebConfig) -> None:
+    """Refuse an unknown method, bad options for it, or a batch / step count out of range."""
+    from fusion import FUSION_METHODS
+    from fusion.methods import make_method
+
+    if request.fusion not in FUSION_METHODS:
+        raise WebInputError(f"unknown fusion method {request.fusion!r} (one of {', '.join(FUSION_METHODS)})")
+    try:
+        make_method(request.fusion, **request.fusion_options)
+    except (TypeError, ValueError) as error:
+        raise WebInputError(f"fusion options: {error}") from None
+    if not 1 <= request.batch <= config.max_batch:
+        raise WebInputError(f"batch must be between 1 and {config.max_batch}")
+    if not 1 <= request.steps <= config.max_steps:
+        raise WebInputError(f"steps must be between 1 and {config.max_steps}")
+
+
+def _run_steps(on_step: StepCallback | None, number: int, runs: int) -> StepCallback | None:
+    """Progress of run ``number`` of ``runs`` as progress over all of them."""
+    if on_step is None:
+        return None
+    if runs == 1:
+        return on_step
+
+    def report(step: int, total: int) -> None:
+        on_step(number * total + step, runs * total)
+
+    return report
 
 
 def _filter(value: str | None, allowed: Sequence[str], label: str) -> str | None:

@@ -1,50 +1,27 @@
 """The web app's API through gradio_client: /generate, /plan, /search, /library_list, /import_adapter, /train.
 
-One server per module, on a free localhost port, over a tiny random toy base (no assets needed)
-and a small synthetic library.
+One server for the module (see conftest.py): a tiny random toy base and a small synthetic library.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
-from test_web_support import SYNTHETIC, make_services, start_server  # noqa: E402
+from test_web_support import SYNTHETIC  # noqa: E402
+
+from web.servers import WebServer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def web_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("web") / "medley-home"
-
-
-@pytest.fixture(autouse=True)
-def medley_home(web_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """One MEDLEY_HOME for the whole module: the server outlives each test."""
-    monkeypatch.setenv("MEDLEY_HOME", str(web_home))
-    return web_home
-
-
-@pytest.fixture(scope="module")
-def server(web_home: Path):  # type: ignore[no-untyped-def]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MEDLEY_HOME", str(web_home))
-        services = make_services(web_home)
-        app, url = start_server(services)
-        try:
-            yield services, app, url
-        finally:
-            app.close()
-
-
-@pytest.fixture(scope="module")
-def client(server):  # type: ignore[no-untyped-def]
-    return gradio_client.Client(server[2], verbose=False, download_files=True)
+def client(server: WebServer) -> Any:
+    return gradio_client.Client(server.url, verbose=False, download_files=True)
 
 
 def _pixels(path: str) -> np.ndarray:
@@ -78,7 +55,7 @@ def test_generate_returns_images_with_provenance(server, client) -> None:  # typ
     from pipeline import read_parameters
 
     assert "Seed: 7" in (read_parameters(_image_path(gallery[0])) or "")
-    assert Path(provenance[0]["file"]).is_relative_to(server[0].outputs_dir())
+    assert Path(provenance[0]["file"]).is_relative_to(server.services.outputs_dir())
 
 
 def test_generate_with_manual_table_rows(client) -> None:  # type: ignore[no-untyped-def]
@@ -134,7 +111,7 @@ def test_concurrent_generates_match_solo_renders(server, client) -> None:  # typ
     from fusion import AdapterSpec
     from pipeline import generate
 
-    services = server[0]
+    services = server.services
     prompts = [f"a {colour} circle" + (" <lora:heart:0.6>" if i % 3 == 0 else "")
                for i, colour in enumerate(["red", "blue", "green", "yellow", "pink"] * 4)]
     with ThreadPoolExecutor(max_workers=20) as pool:
@@ -158,3 +135,95 @@ def test_train_adds_an_adapter_to_the_library(client) -> None:  # type: ignore[n
     _, records = client.predict(base="any", kind="any", api_name="/library_list")
     trained = next(r for r in records if r["name"] == "web-heart")
     assert trained["source"] == "trained" and trained["triggers"] == ["hartok"]
+
+
+def test_gated_curves_reach_the_method(client, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The schedule editor's curves go to the gated method as content_curve= / style_curve=."""
+    from fusion.methods.gated import GatedMethod
+
+    seen: list[dict[str, str]] = []
+    prepare = GatedMethod.prepare
+
+    def recording(self: GatedMethod, specs: Any, components: Any) -> Any:
+        seen.append({role: curve.to_text() for role, curve in self.curves.items() if curve is not None})
+        return prepare(self, specs, components)
+
+    monkeypatch.setattr(GatedMethod, "prepare", recording)
+    _, provenance, _, _ = client.predict(prompt="a heart <lora:heart:0.5> <lora:zigzag:0.5>", steps=2,
+                                         fusion="gated", content_curve="0=0, 50%=1, 1=0.25", style_curve=" ",
+                                         api_name="/generate")
+    assert seen == [{"content": "0=0,0.5=1,1=0.25"}]  # an empty field: no curve for that role
+    assert provenance[0]["fusion"] == "gated"
+    assert provenance[0]["fusion_options"] == {"content_curve": "0=0,0.5=1,1=0.25", "style_curve": None}
+    _, merged, _, _ = client.predict(prompt="a heart <lora:heart:0.5>", steps=1, fusion="merge",
+                                     content_curve="0=0", api_name="/generate")
+    assert merged[0]["fusion_options"] == {}  # the curves only go to the gated method
+
+
+def test_a_bad_gated_curve_is_a_clear_error(client) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(Exception, match="content curve") as error:
+        client.predict(prompt="a heart <lora:heart:0.5>", steps=1, fusion="gated", content_curve="0=1, 1=banana",
+                       api_name="/generate")
+    assert "fraction=value" in str(error.value)
+    with pytest.raises(Exception, match="style curve"):
+        client.predict(prompt="a heart", steps=1, fusion="gated", style_curve="1=1, 0=0.5, 2=1", api_name="/generate")
+
+
+def test_schedule_editor_plots_each_role_per_step() -> None:
+    from app.web.schedule_editor import curve_frame, default_text, fusion_options, parse_curve
+    from fusion.methods.gated import DEFAULT_CURVES
+
+    assert default_text("content") == ",".join(f"{f:g}={w:g}" for f, w in DEFAULT_CURVES["content"])
+    frame = curve_frame(default_text("content"), default_text("style"), 10)
+    assert list(frame.columns) == ["step", "weight", "role"] and len(frame) == 20
+    first = frame[frame.step == 1].set_index("role").weight
+    assert (first["content"], first["style"]) == (1.0, 0.5)  # the defaults at the first (noisiest) step
+    flat = curve_frame("", "0.5", 4)  # no content curve: weight 1; a window from half-way
+    assert flat[flat.role == "content"].weight.tolist() == [1.0] * 4
+    assert flat[flat.role == "style"].weight.tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert parse_curve("style", " ,, ") is None
+    assert fusion_options("merge", "0=1", "0=1") == {}
+    with pytest.raises(ValueError, match="content curve 'x=1'"):
+        fusion_options("gated", "x=1", "")
+
+
+def _planned(name: str, weight: float, concept: int = 0) -> Any:
+    from retrieval.plan import PlannedAdapter
+
+    return PlannedAdapter(name=name, id=0, weight=weight, role="content", triggers=(), score=1.0, similarity=1.0,
+                          concept=concept)
+
+
+def test_each_image_of_a_batch_gets_its_own_plan() -> None:
+    from app.web.batch_plans import image_runs, rows_per_image
+    from app.web.services import AdapterRow
+    from retrieval.plan import ConceptPlan, ImagePlan, Plan
+
+    a, b = _planned("a", 0.4), _planned("b", 0.4)
+    images = (ImagePlan(0, "p", (a, b), ((True, True),)), ImagePlan(1, "p", (_planned("a", 0.8),), ((True, False),)),
+              ImagePlan(2, "p", (), ((False, False),)), ImagePlan(3, "p", (), ((False, False),)))
+    plan = Plan(prompt="p", final_prompt="p", base="toy", concepts=(ConceptPlan("p", None, (a, b)),), images=images)
+    rows = [AdapterRow("A", 0.8, source="auto"), AdapterRow("b", 0.4, source="auto"), AdapterRow("m", 1.0)]
+    per_image = rows_per_image(rows, plan, 4)
+    # the table's edit (a doubled to 0.8) is kept as a factor on each image's own weight
+    assert [[(r.name, r.weight) for r in image] for image in per_image] == [
+        [("A", 0.8), ("b", 0.4), ("m", 1.0)], [("A", 1.6), ("m", 1.0)], [("m", 1.0)], [("m", 1.0)]]
+    assert [(run.start, run.count) for run in image_runs(per_image)] == [(0, 1), (1, 1), (2, 2)]
+    assert rows_per_image(rows, plan, 6) == [rows] * 6  # a plan made for another batch size: no masks
+
+
+def test_auto_adapters_in_a_batch_follow_each_images_plan(server, client) -> None:  # type: ignore[no-untyped-def]
+    prompt, batch = "a hartok heart shape", 6
+    plan = server.services.plan(prompt, batch=batch)
+    expected = [[adapter.name for adapter in image.adapters] for image in plan.images]
+    assert len({tuple(names) for names in expected}) > 1, expected  # the masks differ between images
+    gallery, provenance, final_prompt, _ = client.predict(prompt=prompt, seed=3, steps=1, batch=batch,
+                                                          auto_adapters=True, api_name="/generate")
+    assert [[a["alias"] for a in record["adapters"]] for record in provenance] == expected
+    assert [record["seed"] for record in provenance] == list(range(3, 3 + batch))
+    assert [[a["name"] for a in record["adapter_specs"]] for record in provenance] == expected
+    for item, record, names in zip(gallery, provenance, expected, strict=True):
+        caption = item["caption"] if isinstance(item, dict) else item[1]
+        assert caption.startswith(f"seed {record['seed']} · ")
+        assert all(name in caption for name in names) and (names or "no adapters" in caption)
+    assert final_prompt.startswith("a hartok heart shape")
