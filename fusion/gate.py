@@ -10,15 +10,20 @@ per timestep. For a layer with base output ``o = W x`` and adapter outputs ``o_i
 LN normalises over channels (no affine); ``w_l``, ``w_c``, ``b``, ``w_out`` are per-channel
 vectors and ``w_t`` a linear map of sinusoidal timestep features, one set per layer, shared
 by all adapters (so one gate serves any adapters). Initialised so that ``y = o + sum_i o_i``
-(the weighted merge): w_l = w_c = w_t = b = 0, w_out = 2. Stored as
-``assets/fusion-gate/gate.safetensors`` + ``config.json``.
+(the weighted merge): w_l = w_c = w_t = b = 0, w_out = 2. AutoLoRA gates the attention
+projections; Medley's gate may also cover convolutions (``proj_in``/``proj_out`` of SD1.5,
+resnet ``conv1``/``conv2``, where style LoRAs paint texture), gated per output channel
+(dim 1 of ``[B, C, H, W]``). Stored as ``assets/fusion-gate/gate.safetensors`` +
+``config.json`` (which may carry a ``training`` record); ``training/fusion_gate.py`` trains it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+import os
+import tempfile
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,9 @@ from torch import nn
 GATE_DIR = Path(__file__).resolve().parent.parent / "assets" / "fusion-gate"
 GATE_FORMAT = "medley-fusion-gate"
 DEFAULT_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+# the attention projections plus the convolutions LoRAs adapt (the starter styles adapt up-block resnets)
+CONV_TARGETS: tuple[str, ...] = ("proj_in", "proj_out", "conv1", "conv2")
+ALL_TARGETS: tuple[str, ...] = DEFAULT_TARGETS + CONV_TARGETS
 
 
 def timestep_features(timestep: Any, count: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -45,8 +53,7 @@ def _normalise(x: torch.Tensor, dim: int, eps: float = 1e-5) -> torch.Tensor:
     """Layer norm over ``dim`` without affine (the fused kernel when ``dim`` is the last)."""
     if dim in (-1, x.dim() - 1):
         return F.layer_norm(x, (x.shape[-1],), eps=eps)
-    mean = x.mean(dim=dim, keepdim=True)
-    var = x.var(dim=dim, keepdim=True, unbiased=False)
+    var, mean = torch.var_mean(x, dim=dim, keepdim=True, correction=0)
     return (x - mean) * torch.rsqrt(var + eps)
 
 
@@ -87,8 +94,11 @@ class LayerGate(nn.Module):
         base_norm = _normalise(base, dim)
         stacked = torch.stack(outputs).float()  # [k, ...]: every adapter in one pass
         norm = _normalise(stacked, dim + 1)
-        gate = torch.sigmoid(channels(self.w_l) * norm + channels(self.w_c) * base_norm * norm + bias)
-        total = base + (channels(self.w_out) * gate * stacked).sum(dim=0)
+        # w_l * n_i + w_c * n_base * n_i + bias = (w_l + w_c * n_base) * n_i + bias: the per-adapter
+        # terms cost one fused multiply-add, and w_out multiplies once after the sum
+        mix = torch.addcmul(channels(self.w_l), channels(self.w_c), base_norm)
+        gate = torch.sigmoid(torch.addcmul(bias, mix, norm))
+        total = torch.addcmul(base, channels(self.w_out), (gate * stacked).sum(dim=0))
         return total.to(base_out.dtype)
 
 
@@ -96,8 +106,20 @@ def _key(target: str) -> str:
     return target.replace(".", "__")
 
 
+def _features(module: nn.Module) -> int | None:
+    """Output channels of a Linear or (ungrouped) Conv2d; None for anything else."""
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, nn.Conv2d) and module.groups == 1:
+        return module.out_channels
+    return None
+
+
 class FusionGate(nn.Module):
-    """One :class:`LayerGate` per targeted layer, keyed by target name (``unet.<module path>``)."""
+    """One :class:`LayerGate` per targeted layer, keyed by target name (``unet.<module path>``).
+
+    ``record``: free-form provenance (how it was trained), saved in ``config.json``.
+    """
 
     def __init__(self, layers: Mapping[str, int], time_features: int = 16) -> None:
         super().__init__()
@@ -106,18 +128,26 @@ class FusionGate(nn.Module):
         self.time_features = int(time_features)
         self.features = dict(sorted(layers.items()))
         self.gates = nn.ModuleDict({_key(t): LayerGate(n, self.time_features) for t, n in self.features.items()})
+        self.record: dict[str, Any] = {}
 
     @classmethod
     def for_unet(
-        cls, unet: nn.Module, targets: Iterable[str] = DEFAULT_TARGETS, time_features: int = 16
+        cls,
+        unet: nn.Module,
+        targets: Iterable[str] = DEFAULT_TARGETS,
+        time_features: int = 16,
+        only: Collection[str] | None = None,
     ) -> FusionGate:
-        """A fresh (merge-equivalent) gate for every Linear of ``unet`` whose name ends with a target."""
+        """A fresh (merge-equivalent) gate for every Linear or Conv2d of ``unet`` whose name ends
+        with a target; ``only``: keep just these targets (``unet.<path>``, e.g. the layers some
+        adapters adapt)."""
         suffixes = tuple("." + t for t in targets)
-        layers = {
-            f"unet.{name}": module.out_features
-            for name, module in unet.named_modules()
-            if isinstance(module, nn.Linear) and name.endswith(suffixes)
-        }
+        layers: dict[str, int] = {}
+        for name, module in unet.named_modules():
+            features = _features(module)
+            target = f"unet.{name}"
+            if features is not None and name.endswith(suffixes) and (only is None or target in only):
+                layers[target] = features
         return cls(layers, time_features)
 
     def __contains__(self, target: object) -> bool:
@@ -132,17 +162,34 @@ class FusionGate(nn.Module):
         return timestep_features(timestep, self.time_features, device)
 
     def config(self) -> dict[str, Any]:
-        return {"format": GATE_FORMAT, "version": 1, "time_features": self.time_features, "layers": self.features}
+        config: dict[str, Any] = {
+            "format": GATE_FORMAT,
+            "version": 1,
+            "time_features": self.time_features,
+            "layers": self.features,
+        }
+        if self.record:
+            config["training"] = self.record
+        return config
 
-    def save(self, directory: str | Path = GATE_DIR) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every parameter as ``<target>.<name>``, float32 on the CPU (the saved form)."""
         tensors = {}
         for target in self.features:
             for name, tensor in self.layer(target).state_dict().items():
                 tensors[f"{target}.{name}"] = tensor.detach().float().cpu().contiguous()
-        save_file(tensors, str(directory / "gate.safetensors"), metadata={"format": GATE_FORMAT})
-        (directory / "config.json").write_text(json.dumps(self.config(), indent=2))
+        return tensors
+
+    def save(self, directory: str | Path = GATE_DIR) -> Path:
+        """Write ``gate.safetensors`` then ``config.json``, each to a temporary file renamed into
+        place, so each file is whole (the previous one or the new one), never torn."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = self.tensors()
+        _write_replacing(directory / "gate.safetensors",
+                         lambda path: save_file(tensors, str(path), metadata={"format": GATE_FORMAT}))
+        config = json.dumps(self.config(), indent=2) + "\n"
+        _write_replacing(directory / "config.json", lambda path: path.write_text(config))
         return directory
 
     @classmethod
@@ -152,19 +199,38 @@ class FusionGate(nn.Module):
         if not weights.is_file() or not config_path.is_file():
             raise FileNotFoundError(
                 f"no trained fusion gate in {directory} (needs gate.safetensors and config.json). Train one with "
-                "the gate-training script (it calls fusion.gate_training.gate_loss), or use method='gated' "
-                "without gate= for the training-free schedule"
+                "`python -m training.fusion_gate`, or use method='gated' without gate= for the training-free "
+                "schedule"
             )
         config = json.loads(config_path.read_text())
         if config.get("format") != GATE_FORMAT:
             raise ValueError(f"{config_path} is not a Medley fusion gate (format {config.get('format')!r})")
         gate = cls({str(k): int(v) for k, v in config["layers"].items()}, int(config["time_features"]))
+        gate.record = dict(config.get("training") or {})
         tensors = load_file(str(weights))
         for target in gate.features:
             layer = gate.layer(target)
             state = {name: tensors[f"{target}.{name}"] for name in layer.state_dict()}
             layer.load_state_dict(state)
         return gate
+
+
+def _write_replacing(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a temporary file beside ``path``, make it world-readable (as a plain write would
+    be), flush it to disk, then rename it over ``path``."""
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(staging))
+        os.chmod(staging, 0o644)
+        fd = os.open(staging, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(staging, path)
+    finally:
+        Path(staging).unlink(missing_ok=True)
 
 
 def resolve_gate(gate: FusionGate | str | Path | bool | None) -> FusionGate | None:

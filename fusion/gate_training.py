@@ -1,9 +1,11 @@
-"""The loss a gate-training script minimises (the script itself lives in ``training/``).
+"""The loss the AutoLoRA-style gate is trained with (the script: ``python -m training.fusion_gate``).
 
-Typical loop::
+AutoLoRA's fine-grained gate computes fusion weights per layer and timestep; Medley trains it
+with the ordinary denoising objective on images of the composed concepts, the base and the
+adapters frozen, so it learns how the adapters' outputs should mix. Typical loop::
 
-    gate = FusionGate.for_unet(pipe.unet)            # merge-equivalent at start
-    optimiser = torch.optim.AdamW(gate.parameters(), lr=1e-3)
+    gate = FusionGate.for_unet(pipe.unet, ALL_TARGETS)  # merge-equivalent at start
+    optimiser = torch.optim.AdamW(gate.parameters(), lr=3e-3, weight_decay=0.0)
     for latents, prompt_embeds, content, style in batches:   # latents: composed ground truth
         noise = torch.randn_like(latents)
         t = torch.randint(0, 1000, (latents.shape[0],))

@@ -1,11 +1,12 @@
 """Reproduce the starter library: ``python -m training.starter_library [--only NAME ...]``.
 
 One LoRA per novel concept of the toy world (8 shapes = content, 5 textures and
-4 palettes = style; the 3 textures in NOT_SHIPPED fall short of the bar), trained on the embedded base from rendered ground
-truth (the concept with random base colours, textures and layouts, captioned
-with its trigger word) plus base-vocabulary renders as a prior that keeps
-ordinary prompts ordinary. Each is scored by the judge on fresh trigger prompts
-through Medley's own generate path (after calibrating its strength), and written to ``assets/starter-library/``
+4 palettes = style; the 3 textures in NOT_SHIPPED fall short of the bar), trained
+on the embedded base from rendered ground truth (the concept with random base
+colours, textures and layouts, captioned with its trigger word) plus
+base-vocabulary renders as a prior that keeps ordinary prompts ordinary. Each is
+scored by the judge on fresh trigger prompts through Medley's own generate path
+(after calibrating its strength), and written to ``assets/starter-library/``
 as a kohya-format file with ``ss_*``/``modelspec.*`` metadata, an A1111 JSON
 sidecar and a preview image.
 """
