@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
+
+from library.files import write_atomic
 
 GATE_DIR = Path(__file__).resolve().parent.parent / "assets" / "fusion-gate"
 GATE_FORMAT = "medley-fusion-gate"
@@ -184,12 +184,8 @@ class FusionGate(nn.Module):
         """Write ``gate.safetensors`` then ``config.json``, each to a temporary file renamed into
         place, so each file is whole (the previous one or the new one), never torn."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = self.tensors()
-        _write_replacing(directory / "gate.safetensors",
-                         lambda path: save_file(tensors, str(path), metadata={"format": GATE_FORMAT}))
-        config = json.dumps(self.config(), indent=2) + "\n"
-        _write_replacing(directory / "config.json", lambda path: path.write_text(config))
+        write_atomic(directory / "gate.safetensors", save(self.tensors(), metadata={"format": GATE_FORMAT}))
+        write_atomic(directory / "config.json", (json.dumps(self.config(), indent=2) + "\n").encode())
         return directory
 
     @classmethod
@@ -213,24 +209,6 @@ class FusionGate(nn.Module):
             state = {name: tensors[f"{target}.{name}"] for name in layer.state_dict()}
             layer.load_state_dict(state)
         return gate
-
-
-def _write_replacing(path: Path, write: Callable[[Path], object]) -> None:
-    """``write`` a temporary file beside ``path``, make it world-readable (as a plain write would
-    be), flush it to disk, then rename it over ``path``."""
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(staging))
-        os.chmod(staging, 0o644)
-        fd = os.open(staging, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(staging, path)
-    finally:
-        Path(staging).unlink(missing_ok=True)
 
 
 def resolve_gate(gate: FusionGate | str | Path | bool | None) -> FusionGate | None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,8 +36,9 @@ import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from library.files import write_atomic
 from library.lora import LoraAdapter, LoraModule
 
 ADAPTER_NAME = "medley_training"
@@ -277,16 +277,10 @@ class LoraTrainer:
                     tensors[f"{slot}/{name}"] = state[slot].detach().cpu().contiguous()
         weights, info = self._checkpoint_paths()
         optimizer_step = next((float(s["step"]) for s in optimizer.state.values() if "step" in s), 0.0)
-        tmp = weights.with_suffix(".tmp")
-        save_file(tensors, str(tmp))
-        info_tmp = info.with_suffix(".jsontmp")
-        info_tmp.write_text(json.dumps({"step": self.step, "optimizer_step": optimizer_step, "losses": self.losses,
-                                        "config": self.config.to_dict()}))
-        _fsync(tmp)
-        _fsync(info_tmp)
-        # weights first, then the info that points at them: a crash between leaves the older pair readable
-        tmp.replace(weights)
-        info_tmp.replace(info)
+        # weights first, then the info that points at them, each replaced whole
+        write_atomic(weights, save(tensors))
+        write_atomic(info, json.dumps({"step": self.step, "optimizer_step": optimizer_step, "losses": self.losses,
+                                       "config": self.config.to_dict()}).encode())
 
     def _load_checkpoint(self, optimizer: torch.optim.Optimizer, params: dict[str, torch.nn.Parameter]) -> bool:
         if self.run_dir is None:
@@ -434,20 +428,6 @@ class LoraTrainer:
             base_pred = self.unet(noisy, t, encoder_hidden_states=class_cond).sample
         adapted = self.unet(noisy, t, encoder_hidden_states=class_cond).sample
         return F.mse_loss(adapted.float(), base_pred.float())
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file to disk before it is renamed into place (a power cut then leaves old or new, not empty)."""
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def resume_state(run_dir: Path) -> dict[str, object] | None:

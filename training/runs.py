@@ -19,14 +19,13 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from library.files import write_atomic
 from library.home import medley_home
@@ -84,15 +83,8 @@ def read_json(path: Path) -> dict[str, Any]:
 def save_data(folder: Path, images: np.ndarray, captions: list[str], files: list[str]) -> Path:
     """The prepared instance images and captions (so a resumed run does not need the image folder)."""
     path = folder / DATA_FILE
-    handle, temporary = tempfile.mkstemp(prefix=".data.", suffix=".tmp", dir=folder)
-    os.close(handle)
-    try:
-        save_file({"images": torch.from_numpy(np.ascontiguousarray(images))}, temporary,
-                  metadata={"captions": json.dumps(captions), "files": json.dumps(files)})
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    write_atomic(path, save({"images": torch.from_numpy(np.ascontiguousarray(images))},
+                            metadata={"captions": json.dumps(captions), "files": json.dumps(files)}))
     return path
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -100,9 +98,10 @@ def write_kohya(adapter: LoraAdapter, path: Path, info: AdapterInfo | None = Non
 
     ``base`` defaults to the base detected from the adapter's shapes and metadata.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from library.compat import detect_adapter_base
+    from library.files import write_atomic  # library.files imports the formats package
 
     path = Path(path)
     info = info or AdapterInfo(name=path.stem)
@@ -110,16 +109,5 @@ def write_kohya(adapter: LoraAdapter, path: Path, info: AdapterInfo | None = Non
     layout = built_in_layout(base) if base in WRITTEN_NAMES and base != "unknown" else None
     tensors = kohya_state_dict(adapter, layout)
     metadata = header_metadata(adapter, info, base)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".writing-", suffix=".safetensors", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it owner-only; an adapter is an ordinary file
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    write_atomic(path, save(tensors, metadata=metadata))
     return path
