@@ -145,25 +145,14 @@ class PairData:
         return pair_name(self.pair)
 
 
-@torch.no_grad()
-def encode_captions(pipe: Any, captions: Sequence[str], chunk: int = 256) -> torch.Tensor:
-    """Prompt embeddings as the LoRA trainer makes them (``encode_prompt``, no CFG), each distinct caption once."""
-    distinct = sorted(set(captions))
-    table: dict[str, torch.Tensor] = {}
-    for start in range(0, len(distinct), chunk):
-        part = distinct[start : start + chunk]
-        embeds = pipe.encode_prompt(part, pipe.device, 1, False)[0]
-        table.update(zip(part, embeds.float().cpu(), strict=True))
-    return torch.stack([table[c] for c in captions])
-
-
 def pair_data(pipe: Any, pair: Pair, seeds: Sequence[int]) -> PairData:
     """Render, caption, encode and embed the composed scenes of ``pair`` at ``seeds``."""
-    from training.lora_trainer import encode_images
+    from training.lora_trainer import PromptCache, encode_images
 
     scenes = combined_scenes([pair[0].concept, pair[1].concept], seeds)
     latents = encode_images(pipe, render_scenes(scenes)).cpu()
-    return PairData(pair, latents, encode_captions(pipe, [caption(s) for s in scenes]))
+    embeds = PromptCache(pipe)([caption(s) for s in scenes]).float().cpu()
+    return PairData(pair, latents, embeds)
 
 
 def build_data(

@@ -121,7 +121,7 @@ def encode_images(pipe: StableDiffusionPipeline, images: np.ndarray, batch: int 
     return (latents * vae.config.scaling_factor).float()
 
 
-class _PromptCache:
+class PromptCache:
     """Embeds each distinct caption once."""
 
     def __init__(self, pipe: StableDiffusionPipeline) -> None:
@@ -247,7 +247,7 @@ class LoraTrainer:
         self.run_dir = Path(run_dir) if run_dir else None
         self.unet = pipe.unet
         self.backend: AdapterBackend = backend or PeftBackend(config.rank, config.lora_alpha, config.targets)
-        self.prompts = _PromptCache(pipe)
+        self.prompts = PromptCache(pipe)
         self.latents = encode_images(pipe, data.images)
         self.prior_latents = encode_images(pipe, data.prior_images) if data.prior_images is not None else None
         self.step = 0
