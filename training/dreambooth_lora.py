@@ -472,7 +472,7 @@ def training_metadata(args: TrainArgs, state: dict[str, Any], trainer: LoraTrain
         "ss_network_train_unet_only": "True",
         "ss_lr_scheduler": "cosine",
         "ss_lr_warmup_steps": str(config.warmup_steps),
-        "ss_min_snr_gamma": "None" if config.snr_gamma is None else repr(float(config.snr_gamma)),
+        "ss_min_snr_gamma": repr(float(config.snr_gamma)),
         "ss_seed": str(config.seed),
         "ss_optimizer": "torch.optim.AdamW(weight_decay=0.0001)",
         "ss_training_finished_at": str(int(time.time())),

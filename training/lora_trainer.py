@@ -57,9 +57,7 @@ class LoraTrainingConfig:
     prior_weight: float = 1.0
     prior_fraction: float = 0.25  # share of each batch drawn from the prior set
     lambda_cat: float = 0.0  # 0 disables CAT
-    # min-SNR loss weighting (Hang et al. 2023); None: the plain noise-prediction loss, which
-    # keeps the weight of the low-noise steps where fine texture is decided
-    snr_gamma: float | None = 5.0
+    snr_gamma: float = 5.0  # min-SNR loss weighting (Hang et al. 2023)
     warmup_steps: int = 20
     checkpoint_every: int = 0  # 0: no checkpoints
 
@@ -410,10 +408,7 @@ class LoraTrainer:
         noisy = scheduler.add_noise(x0, noise, t).to(dtype)
         cond = self.prompts(captions).to(dtype)
         pred = unet(noisy, t, encoder_hidden_states=cond).sample
-        if cfg.snr_gamma is None:
-            snr_weight = torch.ones_like(snr[t])
-        else:
-            snr_weight = torch.clamp(snr[t], max=cfg.snr_gamma) / snr[t]
+        snr_weight = torch.clamp(snr[t], max=cfg.snr_gamma) / snr[t]
         per_sample = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * snr_weight * weights).sum() / weights.sum()
         if cfg.lambda_cat > 0 and self.data.class_captions:
