@@ -307,15 +307,6 @@ def sweep_both(results: Sequence[ComboResult]) -> float:
 
 
 # ---------------------------------------------------------------- generating
-def preferred_weight(adapter: Any) -> float:
-    value = adapter.metadata.get("medley.preferred_weight", "")
-    try:
-        weight = float(value)
-    except ValueError:
-        return 1.0
-    return weight if math.isfinite(weight) and weight != 0.0 else 1.0
-
-
 def resolve_methods(names: Sequence[str]) -> tuple[MethodTable, dict[str, str]]:
     """The runnable methods (the trained gate loaded once) and {method: why it is missing}."""
     table: MethodTable = {}
@@ -333,20 +324,28 @@ def resolve_methods(names: Sequence[str]) -> tuple[MethodTable, dict[str, str]]:
     return table, missing
 
 
-def load_adapters(directory: Path) -> tuple[dict[str, Any], list[str]]:
-    """{concept name: adapter} of the starter files in ``directory``, and notes on files skipped."""
+def load_adapters(directory: Path) -> tuple[dict[str, Any], dict[str, float], list[str]]:
+    """{concept name: adapter} of the starter files in ``directory``, their preferred weights (as
+    the library reads them from header and sidecars; 1.0 when unset), and notes on files skipped."""
     from library.formats.reader import read_adapter
+    from library.metadata import gather_info
+    from library.sidecars import find_sidecars
 
     paths = {p.stem: p for p in sorted(directory.glob("*.safetensors"))}
     concepts, unknown = concepts_from_names(list(paths))
     notes = [f"{name}.safetensors: no novel concept of that name, skipped" for name in unknown]
     adapters: dict[str, Any] = {}
+    weights: dict[str, float] = {}
     for concept in concepts:
+        path = paths[concept.name]
         try:
-            adapters[concept.name] = read_adapter(paths[concept.name])
+            adapters[concept.name] = read_adapter(path)
         except (OSError, ValueError) as error:  # e.g. a file being rewritten by a training run
             notes.append(f"{concept.name}.safetensors: unreadable ({error}), skipped")
-    return adapters, notes
+            continue
+        info = gather_info(path, adapters[concept.name].metadata, find_sidecars(path))
+        weights[concept.name] = info.preferred_weight or 1.0
+    return adapters, weights, notes
 
 
 def fmt_seconds(seconds: float) -> str:
@@ -380,6 +379,7 @@ class Runner:
     base: Any
     judge: Any
     adapters: dict[str, Any]
+    preferred: dict[str, float]  # each adapter's preferred weight
     methods: MethodTable
     seeds: int
     steps: int
@@ -388,7 +388,7 @@ class Runner:
     errors: dict[str, list[str]] = field(default_factory=dict)
 
     def weights(self, combo: Combo, weight: float | None) -> tuple[float, ...]:
-        return tuple(preferred_weight(self.adapters[c.name]) if weight is None else weight for c in combo.concepts)
+        return tuple(self.preferred[c.name] if weight is None else weight for c in combo.concepts)
 
     def run(self, combo: Combo, method: str, weight: float | None = None) -> ComboResult | None:
         weights = self.weights(combo, weight)
@@ -593,7 +593,7 @@ def run_sweep(runner: Runner, pairs: Sequence[Combo], methods: Sequence[str], we
 
 
 def measure(args: argparse.Namespace) -> Outcome:
-    adapters, notes = load_adapters(args.dir)
+    adapters, preferred, notes = load_adapters(args.dir)
     concepts, _ = concepts_from_names(list(adapters))
     all_pairs = pair_combos(concepts)
     if not all_pairs:
@@ -616,7 +616,7 @@ def measure(args: argparse.Namespace) -> Outcome:
     base.pipe.set_progress_bar_config(disable=True)
     judge = Judge.load()
     progress = Progress((len(pairs) + len(triples)) * len(methods))
-    runner = Runner(base, judge, adapters, table, args.seeds, args.steps, progress)
+    runner = Runner(base, judge, adapters, preferred, table, args.seeds, args.steps, progress)
     if methods:
         runner.warm_up(pairs[0], methods[0])
     pair_results = runner.run_all(pairs, methods, args.weight)
