@@ -218,3 +218,17 @@ def test_adapter_config_beside_plain_peft_must_be_sane(catalog, tmp_path):
     record = catalog.import_file(folder / "adapter_model.safetensors")
     assert record.format == "peft" and record.targets == ["unet.conv_in"]
     assert catalog.load_adapter(record.name).modules["unet.conv_in"].alpha == 1.0
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_one_non_finite_entry_anywhere_is_refused_by_module(bad):
+    from fusion.testing import random_lora
+    from pipeline.toy_base import new_unet
+
+    unet = new_unet()
+    adapter = random_lora(unet, 4, seed=0)
+    first, target = sorted(adapter.modules)[0], sorted(adapter.modules)[-1]
+    adapter.modules[target].up[-1, -1] = bad
+    adapter.modules[first].down.data = adapter.modules[first].down.half()  # mixed dtypes are checked too
+    with pytest.raises(IncompatibleAdapterError, match=f"{target} up holds NaN or infinite"):
+        check_applicable(adapter, {"unet": unet}, name="bad")
