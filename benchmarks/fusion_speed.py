@@ -7,7 +7,8 @@ on the toy-architecture UNet, with three LoRAs (ranks 8, 16, 32 on to_q/to_k/to_
   (dynamic and static), gated (schedule; and the trained gate, with a randomly initialised
   gate of the same shape when none is trained for that UNet), switch and K-LoRA, and
   diffusers' PEFT path (load_lora_weights + set_adapters, unfused and fused). Configurations
-  are interleaved in every repeat and the ratio to the base is the median over repeats;
+  are interleaved with base runs in every repeat, and each ratio is the median over repeats
+  of the configuration against the base runs just before and after it;
 * time to switch to another set of three rank-16 adapters: Medley (in memory, and reading
   the files), diffusers (delete_adapters + load from disk + set_adapters);
 * weight drift of the base after 100 Medley swaps (and after diffusers fuse/unfuse cycles).
@@ -155,18 +156,31 @@ CONFIGS: dict[str, Callable[[Model, int], float]] = {
 
 
 def step_times(model: Model, steps: int, repeats: int) -> dict[str, tuple[float, float]]:
-    """{config: (median ms per step, median ratio to the base of the same repeat)}."""
+    """{config: (median ms per step, median ratio to the base runs beside it)}.
+
+    One untimed pass over every configuration first (the first UNet calls after building a
+    model run up to 10% slow while the allocator grows, which once made gated look faster
+    than the base). Then, in every repeat, the base runs between every two configurations
+    and each configuration's ratio is to the mean of the base runs just before and after it,
+    so slow drift of the machine cancels out of the ratio.
+    """
+    for name in CONFIGS:
+        CONFIGS[name](model, 1)
+    others = [name for name in CONFIGS if name != "base"]
     seconds: dict[str, list[float]] = {name: [] for name in CONFIGS}
     ratios: dict[str, list[float]] = {name: [] for name in CONFIGS}
     for repeat in range(repeats):
-        names = list(CONFIGS)
-        order = names[repeat % len(names) :] + names[: repeat % len(names)]  # rotate to spread drift
-        this: dict[str, float] = {}
+        order = others[repeat % len(others) :] + others[: repeat % len(others)]  # rotate to spread drift
+        before = time_steps(model, steps)
+        seconds["base"].append(before)
         for name in order:
-            this[name] = CONFIGS[name](model, steps)
-        for name in names:
-            seconds[name].append(this[name])
-            ratios[name].append(this[name] / this["base"])
+            this = CONFIGS[name](model, steps)
+            after = time_steps(model, steps)
+            seconds[name].append(this)
+            seconds["base"].append(after)
+            ratios[name].append(this / ((before + after) / 2))
+            before = after
+    ratios["base"] = [1.0]
     return {name: (statistics.median(seconds[name]) * 1e3, statistics.median(ratios[name])) for name in CONFIGS}
 
 
@@ -291,7 +305,7 @@ def build_models(skip_sd15: bool) -> list[Model]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4, help="timed UNet calls per configuration and repeat")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (medians are reported)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (medians are reported)")
     parser.add_argument("--swaps", type=int, default=10, help="timed adapter switches per side")
     parser.add_argument("--drift-cycles", type=int, default=100)
     parser.add_argument("--skip-sd15", action="store_true", help="only the toy UNet")
