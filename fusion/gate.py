@@ -15,6 +15,13 @@ projections; Medley's gate may also cover convolutions (``proj_in``/``proj_out``
 resnet ``conv1``/``conv2``, where style LoRAs paint texture), gated per output channel
 (dim 1 of ``[B, C, H, W]``). Stored as ``assets/fusion-gate/gate.safetensors`` +
 ``config.json`` (which may carry a ``training`` record); ``training/fusion_gate.py`` trains it.
+
+``strengths`` ({role: gain}, saved in ``config.json``): how strongly the gated method applies
+content and style adapters under this gate (a static gain on every UNet layer of the adapter;
+1 when absent). The gate decides per channel and step *which* adapter speaks, from
+layer-normalised outputs, so a gain leaves its decisions alone and scales only how much the
+chosen adapters say. ``training/gate_strength.py`` tunes them with the judge on the gate's
+training pairs.
 """
 
 from __future__ import annotations
@@ -129,6 +136,7 @@ class FusionGate(nn.Module):
         self.features = dict(sorted(layers.items()))
         self.gates = nn.ModuleDict({_key(t): LayerGate(n, self.time_features) for t, n in self.features.items()})
         self.record: dict[str, Any] = {}
+        self.strengths: dict[str, float] = {}
 
     @classmethod
     def for_unet(
@@ -168,6 +176,8 @@ class FusionGate(nn.Module):
             "time_features": self.time_features,
             "layers": self.features,
         }
+        if self.strengths:
+            config["strengths"] = dict(sorted(self.strengths.items()))
         if self.record:
             config["training"] = self.record
         return config
@@ -203,6 +213,10 @@ class FusionGate(nn.Module):
             raise ValueError(f"{config_path} is not a Medley fusion gate (format {config.get('format')!r})")
         gate = cls({str(k): int(v) for k, v in config["layers"].items()}, int(config["time_features"]))
         gate.record = dict(config.get("training") or {})
+        gate.strengths = {str(role): float(value) for role, value in (config.get("strengths") or {}).items()}
+        bad = {role: value for role, value in gate.strengths.items() if not (math.isfinite(value) and value >= 0)}
+        if bad:
+            raise ValueError(f"{config_path}: strengths must be finite and >= 0, got {bad}")
         tensors = load_file(str(weights))
         for target in gate.features:
             layer = gate.layer(target)

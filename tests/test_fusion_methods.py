@@ -202,6 +202,28 @@ def test_trained_gate_starts_as_merge_and_round_trips(pipe, loras, tmp_path):
         compose(pipe, specs, "gated", gate=tmp_path / "missing")
 
 
+def test_gate_strengths_scale_each_role_like_its_weight_and_round_trip(pipe, loras, tmp_path):
+    plain = [AdapterSpec("c", loras[0], 0.8, role="content"), AdapterSpec("s", loras[1], 0.6, role="style")]
+    scaled = [AdapterSpec("c", loras[0], 0.8 * 1.25, role="content"),
+              AdapterSpec("s", loras[1], 0.6 * 1.5, role="style")]
+    gate = FusionGate.for_unet(pipe.unet)  # merge-equivalent: strengths must act exactly like weights
+    expected, merged = unet_out_merged(pipe, scaled), unet_out_merged(pipe, plain)
+    gate.strengths = {"content": 1.25, "style": 1.5}
+    gate.save(tmp_path / "gate")
+    with compose(pipe, plain, "gated", gate=tmp_path / "gate") as session:
+        torch.testing.assert_close(unet_out(pipe), expected, atol=1e-4, rtol=1e-4)
+        assert session.describe()["options"]["strengths"] == {"content": 1.25, "style": 1.5}
+    with compose(pipe, plain, "gated", gate=gate, strengths={}):  # an explicit override wins over the gate's own
+        torch.testing.assert_close(unet_out(pipe), merged, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="strengths"):
+        compose(pipe, plain, "gated", gate=gate, strengths={"content": -1.0})
+
+
+def unet_out_merged(pipe, specs):
+    with compose(pipe, specs):
+        return unet_out(pipe)
+
+
 def test_gate_loss_reaches_the_gate_parameters(pipe, loras):
     gate = FusionGate.for_unet(pipe.unet)
     pipe.unet.requires_grad_(False)

@@ -17,6 +17,8 @@ block weights; all editable (``content_curve=``, ``style_blocks=``...). An adapt
 :mod:`fusion.gate`), y = o + sum_i w_out * g_i * o_i with g_i per output channel from the
 layer's base output, the adapter's output and the timestep. Layers the gate does not
 cover take the plain sum. The role schedule is off with a gate unless ``schedule=True``.
+Each adapter is applied at its weight times its role's strength under the gate
+(``strengths=``, default the gate's own tuned ``strengths``; see :mod:`fusion.gate`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class GatedMethod(FusionMethod):
         other_blocks: blocks.BlockWeights | None = None,
         gate: FusionGate | str | Path | bool | None = None,
         schedule: bool | None = None,
+        strengths: Mapping[str, float] | None = None,
     ) -> None:
         self.curves: dict[str, Schedule | None] = {
             "content": as_schedule(content_curve),
@@ -71,12 +74,19 @@ class GatedMethod(FusionMethod):
             blocks.validate(weights)
         self.gate = resolve_gate(gate)
         self.use_schedule = self.gate is None if schedule is None else bool(schedule)
+        chosen = strengths if strengths is not None else (self.gate.strengths if self.gate is not None else {})
+        self.strengths = {str(role): float(value) for role, value in chosen.items()}
+        for role, value in self.strengths.items():
+            if role not in self.curves or not value >= 0:
+                raise ValueError(f"gated: strengths take roles content/style/other and values >= 0, got {role}={value}")
         self._curves: list[Schedule | None] = []
         self._time_version = -1
         self._time: torch.Tensor | None = None
 
     def options(self) -> dict[str, Any]:
         record: dict[str, Any] = {"trained_gate": self.gate is not None, "schedule": self.use_schedule}
+        if self.gate is not None and self.strengths:
+            record["strengths"] = dict(sorted(self.strengths.items()))
         if self.use_schedule:
             record["curves"] = {role: c.to_text() for role, c in self.curves.items() if c is not None}
             record["blocks"] = {role: b for role, b in self.blocks.items() if b is not None}
@@ -96,9 +106,12 @@ class GatedMethod(FusionMethod):
         return specs
 
     def static_gain(self, index: int, spec: AdapterSpec, component: str, path: str) -> float:
-        if component != "unet" or not self.use_schedule or spec.block_weights is not None:
+        if component != "unet":
             return 1.0
-        return blocks.multiplier(self.blocks[spec.role], "unet", path)
+        strength = self.strengths.get(spec.role, 1.0) if self.gate is not None else 1.0
+        if not self.use_schedule or spec.block_weights is not None:
+            return strength
+        return strength * blocks.multiplier(self.blocks[spec.role], "unet", path)
 
     def step_gates(self, context: StepContext, count: int) -> list[float] | None:
         if not any(curve is not None for curve in self._curves):
