@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from fusion import AdapterSpec, FusionGate, Schedule, compose
 from fusion.gate_training import gate_loss
 from fusion.methods.b4m import METADATA_ROLE
+from fusion.methods.gated import DEFAULT_CURVES
 from fusion.methods.klora import balance, style_factor
 from fusion.methods.orthogonal import bernoulli_rates, sample_masks
 from fusion.testing import random_lora
@@ -162,7 +163,7 @@ def test_gated_schedule_follows_role_curves_and_blocks(pipe, loras):
         torch.testing.assert_close(up_layer.up[:, 4:12], s_up.up * s_up.scale * 0.25)
         s_down = loras[1].modules[Q]
         torch.testing.assert_close(down_layer.up[:, 4:12], s_down.up * s_down.scale)  # style_blocks: down 1
-    style = Schedule.curve([(0.0, 0.5), (0.4, 1.0), (1.0, 1.0)])
+    style = Schedule.curve(DEFAULT_CURVES["style"])  # the default style curve (not overridden here)
     for step, gates in enumerate(seen):
         p = step / 4
         assert gates["c"] == pytest.approx(1 - p)

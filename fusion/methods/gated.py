@@ -1,16 +1,24 @@
 """Gated fusion: per-layer, per-step weights for content and style adapters.
 
 (a) Training-free schedule (default). Content decides layout and identity at the noisy
-early steps and in the down/mid blocks; style decides texture and colour late and in the
-up blocks (the observation behind B-LoRA, Frenkel et al. 2024, and the timestep analysis
-of Zhong et al. 2024). Adapter i with role r gets
+early steps; style paints texture and colour once the layout stands (the observation behind
+B-LoRA, Frenkel et al. 2024, and the timestep analysis of Zhong et al. 2024). Adapter i with
+role r gets
 
     g_i(layer, t) = curve_r(p) * blocks_r(layer)
 
 with ``curve_r`` a :class:`~fusion.schedule.Schedule` over the fraction of sampling done
 (``(fraction, weight)`` points, linearly interpolated) and ``blocks_r`` diffusers-style
-block weights; all editable (``content_curve=``, ``style_blocks=``...). An adapter's own
-``schedule`` / ``block_weights`` replace its role's.
+block weights; all editable (``content_curve=``, ``style_curve=``, ``content_blocks=``,
+``style_blocks=``...). An adapter's own ``schedule`` / ``block_weights`` replace its role's.
+
+The defaults were chosen with the judge on the trained gate's training pairs (36 toy-world
+shape x style pairs, 4 prompts each; never the composition benchmark's held-out concepts):
+content at full weight throughout, style entering at 0.3 and at full weight from 30% of
+sampling on, every block at 1 (both present: 0.826; merge 0.778). Weakening content anywhere
+cost shape far more than it bought style: the earlier defaults (content 1 -> 0.6 over the last
+40% and 0.8 in the up blocks, style 0.5 -> 1 over the first 40%, 0.6 in the down blocks)
+scored 0.521, and keeping style at 0.7 in the down blocks 0.806.
 
 (b) Trained gate (``gate=True`` for ``assets/fusion-gate``, a path, or a
 :class:`~fusion.gate.FusionGate`): AutoLoRA's fine-grained gated fusion (see
@@ -39,13 +47,11 @@ from fusion.schedule import Schedule, ScheduleLike, as_schedule
 from fusion.spec import AdapterSpec
 
 DEFAULT_CURVES: dict[str, ScheduleLike] = {
-    "content": [(0.0, 1.0), (0.6, 1.0), (1.0, 0.6)],
-    "style": [(0.0, 0.5), (0.4, 1.0), (1.0, 1.0)],
+    "content": [(0.0, 1.0), (1.0, 1.0)],
+    "style": [(0.0, 0.3), (0.3, 1.0), (1.0, 1.0)],
 }
-DEFAULT_BLOCKS: dict[str, blocks.BlockWeights] = {
-    "content": {"down": 1.0, "mid": 1.0, "up": 0.8},
-    "style": {"down": 0.6, "mid": 0.8, "up": 1.0},
-}
+# every block at 1 (None); the per-block weights stay editable
+DEFAULT_BLOCKS: dict[str, blocks.BlockWeights | None] = {"content": None, "style": None}
 
 
 class GatedMethod(FusionMethod):
