@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from library.records import AdapterRecord
@@ -17,6 +17,8 @@ STOPWORDS = frozenset(
 GENERIC = frozenset("style styled content subject concept lora lycoris locon adapter model version".split())
 MAX_TERM_WORDS = 6
 MIN_TERM_CHARS = 3
+MIN_PHRASE_WORDS = 3  # a concept quoted from a description must hold this many content words
+MAX_PHRASE_CANDIDATES = 64
 
 
 def normalise(text: str) -> str:
@@ -36,6 +38,20 @@ def content_words(text: str) -> frozenset[str]:
     return frozenset(stem(word) for word in normalise(text).split() if word not in STOPWORDS and word not in GENERIC)
 
 
+def word_sequence(text: str) -> tuple[str, ...]:
+    """The stemmed content words of ``text`` in order (what a quoted phrase is compared on)."""
+    return tuple(stem(word) for word in normalise(text).split() if word not in STOPWORDS and word not in GENERIC)
+
+
+def quotes(concept: Sequence[str], description: Sequence[str]) -> bool:
+    """Whether the concept's content words (at least :data:`MIN_PHRASE_WORDS`) occur in this
+    order, side by side, among the description's content words."""
+    size = len(concept)
+    if size < MIN_PHRASE_WORDS:
+        return False
+    return any(tuple(description[i : i + size]) == tuple(concept) for i in range(len(description) - size + 1))
+
+
 def identity_words(record: AdapterRecord) -> frozenset[str]:
     """Content words of what names the adapter: title, name, tags and trigger words."""
     return content_words(" ".join([record.title, record.name, *record.tags, *record.triggers]))
@@ -53,6 +69,7 @@ class ScoringConfig:
     name_word_weight: float = 0.3  # times the share of the concept's words found in title/name/tags/triggers
     word_weight: float = 0.15  # times the share of the other concept words found in the description
     kind_bonus: float = 0.05  # concept hinted "style" and the adapter is a style (minus for content)
+    phrase_boost: float = 0.3  # the concept quotes the adapter's description (3+ content words in order)
 
 
 @dataclass(frozen=True)
@@ -61,6 +78,41 @@ class Scored:
     score: float
     similarity: float
     reasons: tuple[str, ...]
+
+
+class PhraseIndex:
+    """Adapters whose description holds every content word of a concept (an inverted word index),
+    so that a phrase quoted from a description finds its adapter even when the embedding of the
+    whole description ranks it far down (a long description dilutes any one phrase)."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, set[int]] = {}
+        self._words: dict[int, tuple[str, ...]] = {}
+
+    def add(self, adapter_id: int, description: str) -> None:
+        self.remove(adapter_id)
+        words = word_sequence(description)
+        self._words[adapter_id] = words
+        for word in set(words):
+            self._ids.setdefault(word, set()).add(adapter_id)
+
+    def remove(self, adapter_id: int) -> None:
+        for word in set(self._words.pop(adapter_id, ())):
+            ids = self._ids.get(word)
+            if ids is not None:
+                ids.discard(adapter_id)
+                if not ids:
+                    del self._ids[word]
+
+    def find(self, text: str) -> list[int]:
+        """Ids whose description quotes ``text`` (see :func:`quotes`), at most
+        :data:`MAX_PHRASE_CANDIDATES`, smallest ids first."""
+        concept = word_sequence(text)
+        if len(concept) < MIN_PHRASE_WORDS:
+            return []
+        postings = sorted((self._ids.get(word, set()) for word in set(concept)), key=len)
+        common = set.intersection(*postings) if postings else set()
+        return sorted(i for i in common if quotes(concept, self._words[i]))[:MAX_PHRASE_CANDIDATES]
 
 
 class TermIndex:
@@ -115,9 +167,11 @@ def score_candidate(
     description: str,
     matches: Iterable[tuple[str, str]] = (),
     kind_hint: str | None = None,
+    quoted: bool = False,
     config: ScoringConfig = ScoringConfig(),
 ) -> Scored:
-    """score = similarity + trigger/alias boosts + word overlap + kind bonus; reasons say which applied."""
+    """score = similarity + trigger/alias boosts + word overlap + description quote + kind bonus;
+    reasons say which applied. ``quoted``: the concept quotes the adapter's description."""
     score = float(similarity)
     reasons = [f"similarity {similarity:.3f}"]
     kinds: dict[str, list[str]] = {}
@@ -138,6 +192,9 @@ def score_candidate(
         if described:
             score += config.word_weight * len(described) / len(concept_words)
             reasons.append("described words " + ", ".join(sorted(described)))
+    if quoted:
+        score += config.phrase_boost
+        reasons.append("quotes its description")
     if kind_hint == "style":
         if record.kind == "style":
             score += config.kind_bonus

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,11 +22,19 @@ from retrieval.embedders.base import Embedder
 from retrieval.index import DEFAULT_HNSW_THRESHOLD, AdapterIndex, IndexDiff, entry_key
 from retrieval.paths import index_dir
 from retrieval.plan import Plan
-from retrieval.refiner import describe, description_hash
-from retrieval.scoring import Scored, TermIndex, base_compatible, content_words, score_candidate
+from retrieval.refiner import Describer, default_describer, description_hash
+from retrieval.scoring import (
+    PhraseIndex,
+    Scored,
+    TermIndex,
+    base_compatible,
+    content_words,
+    quotes,
+    score_candidate,
+    word_sequence,
+)
 
 log = logging.getLogger(__name__)
-Describer = Callable[[AdapterRecord], str]
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,9 @@ class Retriever:
 
     ``embedder`` defaults to the bundled MiniLM :class:`~retrieval.embedders.text.TextEmbedder`;
     ``home`` to ``MEDLEY_HOME``; ``persist=False`` keeps the index in memory only.
-    ``describer`` turns a record into the text that is embedded (default :func:`retrieval.refiner.describe`;
-    pass a closure to add file metadata, Civitai info or preview tags).
+    ``describer`` turns a record into the text that is embedded (default
+    :func:`retrieval.refiner.default_describer`: :func:`~retrieval.refiner.describe` plus the zero-shot
+    tags of the previews where the toy CLIP is available; pass a closure to add file metadata or Civitai info).
     """
 
     def __init__(
@@ -66,7 +75,7 @@ class Retriever:
         embedder: Embedder | None = None,
         home: str | Path | None = None,
         *,
-        describer: Describer = describe,
+        describer: Describer | None = None,
         persist: bool = True,
         index_name: str = "adapters",
         index_kind: str = "auto",
@@ -79,7 +88,7 @@ class Retriever:
             embedder = TextEmbedder()
         self.embedder = embedder
         self.home = home
-        self.describer = describer
+        self.describer = describer if describer is not None else default_describer()
         self.persist = persist
         self.index_name = index_name
         self.index_kind = index_kind
@@ -88,6 +97,7 @@ class Retriever:
         self.records: dict[int, AdapterRecord] = {}
         self.descriptions: dict[int, str] = {}
         self.terms = TermIndex()
+        self.phrases = PhraseIndex()
         self.index = self._open()
         self.last_sync = self.sync(records)
 
@@ -125,6 +135,9 @@ class Retriever:
         self.records = {r.id: r for r in records}
         self.descriptions = {r.id: self.describer(r) for r in records}
         self.terms = TermIndex(records)
+        self.phrases = PhraseIndex()
+        for adapter_id, description in self.descriptions.items():
+            self.phrases.add(adapter_id, description)
         wanted = {r.id: entry_key(r.sha256, description_hash(self.descriptions[r.id])) for r in records}
         diff = self.index.diff(wanted)
         rebuilt, self._rebuilt = self._rebuilt, False
@@ -172,10 +185,13 @@ class Retriever:
         out: list[list[Scored]] = []
         for text, hint, vector, found in zip(texts, kind_hints, vectors, neighbours, strict=True):
             matches = self.terms.find(text)
-            extra = [i for i in matches if i not in found and base_compatible(self.records[i], base)]
+            quoting = set(self.phrases.find(text))  # candidates the embedding alone can rank too far down
+            extra = [i for i in [*matches, *sorted(quoting - set(matches))]
+                     if i not in found and base_compatible(self.records[i], base)]
             if extra:
                 found = found | dict(zip(extra, (self.index.vectors(extra) @ vector).tolist(), strict=True))
             words = content_words(text)
+            phrase = word_sequence(text)
             out.append(
                 [
                     score_candidate(
@@ -185,6 +201,7 @@ class Retriever:
                         description=self.descriptions[i],
                         matches=matches.get(i, ()),
                         kind_hint=hint,
+                        quoted=i in quoting or quotes(phrase, word_sequence(self.descriptions[i])),
                         config=self.config.scoring,
                     )
                     for i, similarity in found.items()

@@ -97,3 +97,45 @@ def test_minilm_plan_composes_concepts(minilm_retriever: Retriever) -> None:
     assert minilm_retriever.plan("a yellow striped square on a black background", base="toy").adapters == ()
     assert minilm_retriever.plan("a photo of a cat", base="toy").adapters == ()
     assert minilm_retriever.plan("a red hartok", base="sdxl").adapters == ()
+
+
+def test_phrase_index_finds_quoted_descriptions_only() -> None:
+    from retrieval.scoring import PhraseIndex
+
+    phrases = PhraseIndex()
+    phrases.add(1, "Neon palette (glarix): style adapter. Toy-world palette: a glowing halo around the shape.")
+    phrases.add(2, "Ring shape: a thick ring around a hole, glowing")
+    assert phrases.find("a glowing halo around the shape") == [1]
+    assert phrases.find("the Glowing  HALOS around shapes") == [1]  # case, spacing and plural do not matter
+    assert phrases.find("a halo glowing around the shape") == []  # the words must come in order
+    assert phrases.find("glowing halo") == []  # fewer than three content words quote nothing
+    phrases.remove(1)
+    assert phrases.find("a glowing halo around the shape") == []
+
+
+def test_a_phrase_quoted_from_a_long_description_finds_its_adapter() -> None:
+    """The embedding of a long description ranks one of its phrases far down among many look-alikes;
+    the phrase evidence brings the adapter back to the top."""
+    target = AdapterRecord(
+        id=1, sha256="f" * 64, name="neon", title="Neon colour palette (glarix)", path="neon.safetensors",
+        format="medley", base="toy", rank=4, triggers=["glarix"], tags=["toy world", "colour palette", "neon"],
+        description="Toy-world colour palette: a glowing halo around the shape. " + "Bright saturated tones. " * 3,
+        kind="style",
+    )
+    shapes = ["circle", "ring", "square", "star", "triangle", "heart", "crescent", "diamond"]
+    distractors = [
+        AdapterRecord(
+            id=10 + i, sha256=f"{i:064x}", name=f"{shape}-shape-{i}", title=f"{shape} shape", path=f"d{i}.safetensors",
+            format="medley", base="toy", rank=4, triggers=[], tags=["shape", shape],
+            description=f"every shape turned into a {shape} around the centre", kind="content",
+        )
+        for i, shape in enumerate(shapes * 25)
+    ]
+    retriever = Retriever([target, *distractors], HashingEmbedder(), persist=False)
+    query = retriever.embedder.embed(["a glowing halo around the shape"])[0]
+    closer = sum(float(retriever.index.vectors([d.id])[0] @ query) > float(retriever.index.vectors([1])[0] @ query)
+                 for d in distractors)
+    assert closer > retriever.config.candidates_per_concept  # by its embedding alone, never a candidate
+    [best, *_] = retriever.search("a glowing halo around the shape", k=3)
+    assert best.name == "neon" and "quotes its description" in best.reasons
+    assert all("quotes its description" not in r.reasons for r in retriever.search("a glowing circle", k=3))
