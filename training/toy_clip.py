@@ -99,11 +99,15 @@ class ModelSettings:
     text_layers: int = 4
     text_heads: int = 4
     context_length: int = 32
+    vision_timm: str | None = None  # a timm CNN (e.g. resnet10t, from scratch) instead of the ViT
 
     def model_cfg(self) -> dict[str, Any]:
         """The keyword arguments of ``open_clip.CLIP`` (the ``model_cfg`` of ``open_clip_config.json``)."""
-        vision = {"image_size": IMAGE_SIZE, "patch_size": self.patch_size, "width": self.vision_width,
-                  "layers": self.vision_layers, "head_width": self.vision_width // self.vision_heads}
+        vision: dict[str, Any] = {"image_size": IMAGE_SIZE, "patch_size": self.patch_size, "width": self.vision_width,
+                                  "layers": self.vision_layers, "head_width": self.vision_width // self.vision_heads}
+        if self.vision_timm:
+            vision = {"image_size": IMAGE_SIZE, "timm_model_name": self.vision_timm, "timm_model_pretrained": False,
+                      "timm_pool": "avg", "timm_proj": "linear"}
         text = {"context_length": self.context_length, "vocab_size": VOCAB_SIZE, "width": self.text_width,
                 "heads": self.text_heads, "layers": self.text_layers}
         return {"embed_dim": self.embed_dim, "vision_cfg": vision, "text_cfg": text}
@@ -425,6 +429,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="rendering processes")
     parser.add_argument("--eval-per-concept", type=int, default=defaults.eval_per_concept)
+    parser.add_argument("--vision-timm", default=None, metavar="NAME",
+                        help="image tower: a timm CNN trained from scratch (e.g. resnet10t) instead of the ViT")
     parser.add_argument("--out", type=Path, default=TOY_CLIP_DIR)
     args = parser.parse_args(argv)
     if not 0 < args.images <= SEEDS_TOY_CLIP_EVAL - SEEDS_TOY_CLIP:
@@ -435,7 +441,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def settings_of(args: argparse.Namespace) -> TrainSettings:
     return TrainSettings(steps=args.steps, batch=args.batch, images=args.images, learning_rate=args.lr,
                          seed=args.seed, threads=args.threads, workers=args.workers,
-                         eval_per_concept=args.eval_per_concept)
+                         eval_per_concept=args.eval_per_concept,
+                         model=ModelSettings(vision_timm=args.vision_timm))
 
 
 def log(text: str) -> None:
