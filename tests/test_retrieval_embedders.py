@@ -42,13 +42,16 @@ def test_text_embedder_missing_folder(tmp_path) -> None:
         TextEmbedder(tmp_path / "nope")
 
 
-def test_image_embedder_without_weights_says_so(tmp_path) -> None:
+def test_image_embedder_without_weights_says_so(tmp_path, monkeypatch) -> None:
+    from retrieval.embedders import image
     from retrieval.embedders.image import ImageEmbedder
 
     with pytest.raises(EmbedderUnavailableError, match="open_clip_config.json"):
         ImageEmbedder(tmp_path)
+    assert ImageEmbedder().dimension == 128  # the shipped toy CLIP (open_clip itself loads only on use)
+    monkeypatch.setattr(image, "TOY_CLIP_DIR", tmp_path / "gone")
     with pytest.raises(EmbedderUnavailableError, match="toy-CLIP"):
-        ImageEmbedder()  # assets/toy-clip does not exist yet
+        ImageEmbedder()
 
 
 def test_hashing_embedder() -> None:

@@ -36,7 +36,7 @@ from training.toy_clip import (  # noqa: E402
 )
 
 TINY = ModelSettings(embed_dim=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2, text_width=32,
-                     text_layers=1, text_heads=2, context_length=24)
+                     text_layers=1, text_heads=2, context_length=24, vision_timm=None)
 
 
 def tiny_settings(**changes: object) -> TrainSettings:
@@ -188,3 +188,24 @@ def test_no_model_or_no_open_clip_changes_nothing(tmp_path: Path, monkeypatch: p
 
     tagger = PreviewTagger(Failing(), toy_only=True)
     assert tagger(record) == [] and not tagger.enabled and tagger(record) == []
+
+
+def test_the_shipped_toy_clip_tags_starter_previews_with_their_concept() -> None:
+    """assets/toy-clip (a resnet10t image tower) names a starter's concept among its preview tags."""
+    from library.records import AdapterRecord
+    from retrieval.embedders.image import ImageEmbedder
+    from retrieval.paths import TOY_CLIP_DIR
+    from retrieval.refiner import PreviewTagger
+
+    if not (TOY_CLIP_DIR / "open_clip_model.safetensors").is_file():
+        pytest.skip("no shipped toy CLIP")
+    tagger = PreviewTagger(ImageEmbedder(TOY_CLIP_DIR), toy_only=True)
+    starters = Path(__file__).resolve().parent.parent / "assets" / "starter-library"
+    found = {}
+    for name in ("heart", "crescent", "diagonal", "vertical"):
+        previews = sorted(str(p) for p in starters.glob(f"{name}*.png"))
+        assert previews, f"no preview of {name}"
+        record = AdapterRecord(id=1, sha256="0" * 64, name=name, title=name, path=f"{name}.safetensors",
+                               format="kohya", base="toy", rank=4, previews=previews)
+        found[name] = name in tagger(record)
+    assert all(found.values()), found

@@ -16,14 +16,17 @@ shipped in ``assets/toy-clip/``. Needs open_clip (``pip install -e ".[clip]"``);
    shares one foreground/background colour pair (hard negatives). Images are perturbed as a
    diffusion sample differs from a clean render (:func:`training.judge.augment`), since the
    embedder reads generated previews.
-2. Model: a tiny ``open_clip.CLIP`` (ViT 32 px / patch 4, width 128, 4 layers, 4 heads; text width 96,
-   4 layers, 4 heads, context 32, open_clip's own BPE vocabulary), embed dim 128.
+2. Model: a small ``open_clip.CLIP``, embed dim 128: the image tower a timm ``resnet10t`` trained
+   from scratch (average pool, linear projection); the text tower width 96, 4 layers, 4 heads,
+   context 32, open_clip's own BPE vocabulary. ``--vision-timm vit`` takes a tiny ViT instead
+   (32 px / patch 4, width 128, 4 layers, 4 heads); 2,400 steps of it left shape at chance (0.086
+   top-1; texture 0.42, novel concept 0.35), where the CNN reads shapes almost perfectly.
 3. Training: symmetric InfoNCE with CLIP's learnable logit scale (clamped at 100), as open_clip's
    ``ClipLoss``; AdamW (no decay on gains, biases, embeddings and the scale), linear warm-up then
    cosine decay, ``--threads`` torch threads (2), seeded: the same settings give the same weights.
 4. Output, each file written atomically into ``--out`` (default ``assets/toy-clip/``):
    ``open_clip_config.json`` (``model_cfg`` and ``preprocess_cfg``: size 32 and the mean/std used),
-   ``open_clip_model.safetensors`` (6.0M parameters stored as float16: 12 MB; ``load_state_dict``
+   ``open_clip_model.safetensors`` (10.2M parameters stored as float16: 20 MB; ``load_state_dict``
    casts them to the float32 model) and ``report.json``: settings, seconds, losses and a zero-shot
    evaluation of the saved files through ``ImageEmbedder`` on fresh seeds: top-1 over the labels
    with "a picture of {}" for shape (14), texture (13), foreground colour (8), palette (5) and
@@ -32,9 +35,11 @@ shipped in ``assets/toy-clip/``. Needs open_clip (``pip install -e ".[clip]"``);
    top 3) of four images of one novel concept, as on a starter preview sheet, name the concept.
 
 Time on 2 CPU cores: rendering 50,000 scenes takes about 1 minute (2 processes); a step at batch
-128 takes about 0.4 s (0.8 CPU-seconds on 2 threads; a step at batch 256 about 0.85 s), so the
-default 1,600 steps take about 11 minutes, and loading plus evaluation under half a minute: about
-12-13 minutes in all. ``--steps 3 --images 512`` is a smoke run of seconds. If ``report.json``
+128 takes 0.24 s (the ViT: 0.42 s), so the default 3,600 steps take about 15 minutes, and
+evaluation a few seconds: 16 minutes in all. The shipped model's zero-shot top-1 on fresh scenes:
+shape 0.986, texture 0.914, novel concept 0.955, palette 0.607, foreground colour 0.237 (half of
+each batch shares its colours, so colour is learnt least); the preview tags of four images of a
+novel concept name it in 100% of sheets. ``--steps 3 --images 512`` is a smoke run of seconds. If ``report.json``
 shows shape or texture accuracy short of the colours', more ``--steps`` is the knob. With another
 busy process on the machine, ``--threads 1`` avoids two torch threads waiting on each other.
 """
@@ -99,7 +104,7 @@ class ModelSettings:
     text_layers: int = 4
     text_heads: int = 4
     context_length: int = 32
-    vision_timm: str | None = None  # a timm CNN (e.g. resnet10t, from scratch) instead of the ViT
+    vision_timm: str | None = "resnet10t"  # a timm CNN trained from scratch; None: the tiny ViT
 
     def model_cfg(self) -> dict[str, Any]:
         """The keyword arguments of ``open_clip.CLIP`` (the ``model_cfg`` of ``open_clip_config.json``)."""
@@ -115,7 +120,7 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 1600
+    steps: int = 3600
     batch: int = 128
     images: int = 50_000
     learning_rate: float = 1e-3
@@ -429,8 +434,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="rendering processes")
     parser.add_argument("--eval-per-concept", type=int, default=defaults.eval_per_concept)
-    parser.add_argument("--vision-timm", default=None, metavar="NAME",
-                        help="image tower: a timm CNN trained from scratch (e.g. resnet10t) instead of the ViT")
+    parser.add_argument("--vision-timm", default=ModelSettings().vision_timm, metavar="NAME",
+                        help="image tower: a timm CNN trained from scratch (default resnet10t); 'vit': the tiny ViT")
     parser.add_argument("--out", type=Path, default=TOY_CLIP_DIR)
     args = parser.parse_args(argv)
     if not 0 < args.images <= SEEDS_TOY_CLIP_EVAL - SEEDS_TOY_CLIP:
@@ -442,7 +447,7 @@ def settings_of(args: argparse.Namespace) -> TrainSettings:
     return TrainSettings(steps=args.steps, batch=args.batch, images=args.images, learning_rate=args.lr,
                          seed=args.seed, threads=args.threads, workers=args.workers,
                          eval_per_concept=args.eval_per_concept,
-                         model=ModelSettings(vision_timm=args.vision_timm))
+                         model=ModelSettings(vision_timm=None if args.vision_timm == "vit" else args.vision_timm))
 
 
 def log(text: str) -> None:
