@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from library.records import AdapterRecord
@@ -18,7 +18,6 @@ GENERIC = frozenset("style styled content subject concept lora lycoris locon ada
 MAX_TERM_WORDS = 6
 MIN_TERM_CHARS = 3
 MIN_PHRASE_WORDS = 3  # a concept quoted from a description must hold this many content words
-MAX_PHRASE_CANDIDATES = 64
 
 
 def normalise(text: str) -> str:
@@ -34,13 +33,13 @@ def stem(word: str) -> str:
     return word
 
 
-def content_words(text: str) -> frozenset[str]:
-    return frozenset(stem(word) for word in normalise(text).split() if word not in STOPWORDS and word not in GENERIC)
-
-
 def word_sequence(text: str) -> tuple[str, ...]:
     """The stemmed content words of ``text`` in order (what a quoted phrase is compared on)."""
     return tuple(stem(word) for word in normalise(text).split() if word not in STOPWORDS and word not in GENERIC)
+
+
+def content_words(text: str) -> frozenset[str]:
+    return frozenset(word_sequence(text))
 
 
 def quotes(concept: Sequence[str], description: Sequence[str]) -> bool:
@@ -85,9 +84,11 @@ class PhraseIndex:
     so that a phrase quoted from a description finds its adapter even when the embedding of the
     whole description ranks it far down (a long description dilutes any one phrase)."""
 
-    def __init__(self) -> None:
+    def __init__(self, descriptions: Mapping[int, str] | None = None) -> None:
         self._ids: dict[str, set[int]] = {}
         self._words: dict[int, tuple[str, ...]] = {}
+        for adapter_id, description in (descriptions or {}).items():
+            self.add(adapter_id, description)
 
     def add(self, adapter_id: int, description: str) -> None:
         self.remove(adapter_id)
@@ -105,14 +106,13 @@ class PhraseIndex:
                     del self._ids[word]
 
     def find(self, text: str) -> list[int]:
-        """Ids whose description quotes ``text`` (see :func:`quotes`), at most
-        :data:`MAX_PHRASE_CANDIDATES`, smallest ids first."""
+        """Every id whose description quotes ``text`` (see :func:`quotes`), smallest first."""
         concept = word_sequence(text)
         if len(concept) < MIN_PHRASE_WORDS:
             return []
         postings = sorted((self._ids.get(word, set()) for word in set(concept)), key=len)
         common = set.intersection(*postings) if postings else set()
-        return sorted(i for i in common if quotes(concept, self._words[i]))[:MAX_PHRASE_CANDIDATES]
+        return sorted(i for i in common if quotes(concept, self._words[i]))
 
 
 class TermIndex:

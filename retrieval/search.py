@@ -23,18 +23,10 @@ from retrieval.index import DEFAULT_HNSW_THRESHOLD, AdapterIndex, IndexDiff, ent
 from retrieval.paths import index_dir
 from retrieval.plan import Plan
 from retrieval.refiner import Describer, default_describer, description_hash
-from retrieval.scoring import (
-    PhraseIndex,
-    Scored,
-    TermIndex,
-    base_compatible,
-    content_words,
-    quotes,
-    score_candidate,
-    word_sequence,
-)
+from retrieval.scoring import PhraseIndex, Scored, TermIndex, base_compatible, content_words, score_candidate
 
 log = logging.getLogger(__name__)
+MAX_PHRASE_CANDIDATES = 64  # adapters added as candidates because a concept quotes their description
 
 
 @dataclass(frozen=True)
@@ -135,9 +127,7 @@ class Retriever:
         self.records = {r.id: r for r in records}
         self.descriptions = {r.id: self.describer(r) for r in records}
         self.terms = TermIndex(records)
-        self.phrases = PhraseIndex()
-        for adapter_id, description in self.descriptions.items():
-            self.phrases.add(adapter_id, description)
+        self.phrases = PhraseIndex(self.descriptions)
         wanted = {r.id: entry_key(r.sha256, description_hash(self.descriptions[r.id])) for r in records}
         diff = self.index.diff(wanted)
         rebuilt, self._rebuilt = self._rebuilt, False
@@ -185,13 +175,12 @@ class Retriever:
         out: list[list[Scored]] = []
         for text, hint, vector, found in zip(texts, kind_hints, vectors, neighbours, strict=True):
             matches = self.terms.find(text)
-            quoting = set(self.phrases.find(text))  # candidates the embedding alone can rank too far down
-            extra = [i for i in [*matches, *sorted(quoting - set(matches))]
-                     if i not in found and base_compatible(self.records[i], base)]
+            quoted = set(self.phrases.find(text))  # candidates the embedding alone can rank too far down
+            phrased = sorted(quoted - set(matches))[:MAX_PHRASE_CANDIDATES]
+            extra = [i for i in [*matches, *phrased] if i not in found and base_compatible(self.records[i], base)]
             if extra:
                 found = found | dict(zip(extra, (self.index.vectors(extra) @ vector).tolist(), strict=True))
             words = content_words(text)
-            phrase = word_sequence(text)
             out.append(
                 [
                     score_candidate(
@@ -201,7 +190,7 @@ class Retriever:
                         description=self.descriptions[i],
                         matches=matches.get(i, ()),
                         kind_hint=hint,
-                        quoted=i in quoting or quotes(phrase, word_sequence(self.descriptions[i])),
+                        quoted=i in quoted,
                         config=self.config.scoring,
                     )
                     for i, similarity in found.items()
