@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import html
-import importlib.util
 import json
-import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from library.records import AdapterRecord
-from retrieval.preview_tags import ImageTextEmbedder, zero_shot_tags
+from retrieval.preview_tags import preview_tagger
 
-log = logging.getLogger(__name__)
 Describer = Callable[[AdapterRecord], str]
 
 MAX_TAGS = 12
@@ -146,116 +143,12 @@ def description_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-# -- zero-shot preview tags ---------------------------------------------------------------------
-
-PREVIEW_TAGS = 3
-SHEET_GRID = 2  # Medley's preview sheets (starter library, training) are 2x2 cells
-
-
-def toy_world_labels() -> list[str]:
-    """What preview tags pick from: base shapes, textures and colours, and the novel concepts' names."""
-    from toyworld.vocab import BASE_SHAPES, BASE_TEXTURES, FOREGROUND_COLOURS, NOVEL_CONCEPTS  # data only
-
-    return [*BASE_SHAPES, *BASE_TEXTURES, *FOREGROUND_COLOURS, *(concept.name for concept in NOVEL_CONCEPTS)]
-
-
-def _sheet_cells(image: Any, grid: int = SHEET_GRID) -> list[Any]:
-    """The cells of a square ``grid`` x ``grid`` preview sheet (the whole image if it cannot be one)."""
-    width, height = image.size
-    if width != height or width % grid:
-        return [image]
-    cell = width // grid
-    return [image.crop((x * cell, y * cell, (x + 1) * cell, (y + 1) * cell)) for y in range(grid) for x in range(grid)]
-
-
-def _file_key(path: str) -> tuple[str, int, int]:
-    try:
-        stat = Path(path).stat()
-    except OSError:
-        return (path, -1, -1)
-    return (path, stat.st_size, stat.st_mtime_ns)
-
-
-class PreviewTagger:
-    """Zero-shot tags (:func:`retrieval.preview_tags.zero_shot_tags`) of a record's previews, cached by file.
-
-    With ``toy_only`` (the toy CLIP, which knows nothing but the toy world) only ``toy``-base records
-    are tagged, each preview read as a 2x2 sheet of cells. Unreadable previews are skipped; an embedder
-    that fails (no open_clip, a broken model) turns the tagger off: no tags, never an error.
-    """
-
-    def __init__(self, embedder: ImageTextEmbedder, labels: Sequence[str] | None = None, *, toy_only: bool = False,
-                 top_k: int = PREVIEW_TAGS) -> None:
-        self.embedder = embedder
-        self.labels = list(labels) if labels is not None else toy_world_labels()
-        self.toy_only = toy_only
-        self.top_k = top_k
-        self.enabled = True
-        self._cache: dict[tuple[tuple[str, int, int], ...], list[str]] = {}
-
-    def __call__(self, record: AdapterRecord) -> list[str]:
-        if not (self.enabled and record.previews) or (self.toy_only and record.base != "toy"):
-            return []
-        key = tuple(_file_key(path) for path in record.previews)
-        if key not in self._cache:
-            tags = self._tags(record.previews)
-            if not self.enabled:
-                return []
-            self._cache[key] = tags
-        return list(self._cache[key])
-
-    def _images(self, paths: Sequence[str]) -> list[Any]:
-        from PIL import Image
-
-        images = []
-        for path in paths:
-            try:
-                with Image.open(path) as opened:
-                    image = opened.convert("RGB")
-            except Exception as error:  # a missing, truncated or hostile preview only loses its tags
-                log.debug("preview %s unreadable: %s", path, error)
-                continue
-            images.extend(_sheet_cells(image) if self.toy_only else [image])
-        return images
-
-    def _tags(self, paths: Sequence[str]) -> list[str]:
-        images = self._images(paths)
-        if not images:
-            return []
-        try:
-            return zero_shot_tags(images, self.embedder, self.labels, top_k=self.top_k)
-        except Exception as error:  # EmbedderUnavailableError, a broken model: tags are optional
-            log.warning("preview tags turned off: %s", error)
-            self.enabled = False
-            return []
-
-
-_TAGGERS: dict[str, PreviewTagger] = {}
-
-
-def open_clip_installed() -> bool:
-    return importlib.util.find_spec("open_clip") is not None
-
-
-def preview_tagger(clip_path: str | Path | None = None) -> PreviewTagger | None:
-    """A tagger over an open_clip folder (``None``: the toy CLIP); ``None`` where open_clip or the model is missing."""
-    from retrieval.embedders.image import ImageEmbedder
-    from retrieval.embedders.text import EmbedderUnavailableError
-
-    if not open_clip_installed():
-        return None
-    try:
-        embedder = ImageEmbedder(clip_path)
-    except EmbedderUnavailableError:
-        return None
-    key = f"{embedder.path.resolve()}|{embedder.name}|{clip_path is None}"  # the name changes with the weights
-    if key not in _TAGGERS:
-        _TAGGERS[key] = PreviewTagger(embedder, toy_only=clip_path is None)
-    return _TAGGERS[key]
+# -- the retriever's describer ------------------------------------------------------------------
 
 
 def default_describer(clip_path: str | Path | None = None) -> Describer:
-    """:func:`describe` plus the zero-shot tags of the previews where an open_clip model is available."""
+    """:func:`describe` plus the zero-shot tags of the previews (:func:`retrieval.preview_tags.preview_tagger`)
+    where an open_clip model is available."""
     tagger = preview_tagger(clip_path)
     if tagger is None:
         return describe

@@ -16,7 +16,8 @@ from safetensors import safe_open  # noqa: E402
 
 from library.records import AdapterRecord  # noqa: E402
 from retrieval.embedders.image import CONFIG_FILE, WEIGHTS_FILE, ImageEmbedder  # noqa: E402
-from retrieval.refiner import PreviewTagger, default_describer, describe, toy_world_labels  # noqa: E402
+from retrieval.preview_tags import PreviewTagger, toy_world_labels  # noqa: E402
+from retrieval.refiner import default_describer, describe  # noqa: E402
 from toyworld.render import render  # noqa: E402
 from toyworld.vocab import NOVEL_CONCEPTS  # noqa: E402
 from training.toy_clip import (  # noqa: E402
@@ -177,7 +178,7 @@ def test_preview_tags_reach_the_description(trained: tuple[Path, dict, list[str]
 def test_no_model_or_no_open_clip_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     record = _record(tmp_path)
     assert default_describer(tmp_path / "no-model") is describe
-    monkeypatch.setattr("retrieval.refiner.open_clip_installed", lambda: False)
+    monkeypatch.setattr("retrieval.preview_tags.open_clip_installed", lambda: False)
     assert default_describer() is describe and "looks like" not in default_describer()(record)
 
     class Failing:
@@ -195,7 +196,6 @@ def test_the_shipped_toy_clip_tags_starter_previews_with_their_concept() -> None
     from library.records import AdapterRecord
     from retrieval.embedders.image import ImageEmbedder
     from retrieval.paths import TOY_CLIP_DIR
-    from retrieval.refiner import PreviewTagger
 
     if not (TOY_CLIP_DIR / "open_clip_model.safetensors").is_file():
         pytest.skip("no shipped toy CLIP")

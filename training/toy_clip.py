@@ -31,7 +31,7 @@ shipped in ``assets/toy-clip/``. Needs open_clip (``pip install -e ".[clip]"``);
    evaluation of the saved files through ``ImageEmbedder`` on fresh seeds: top-1 over the labels
    with "a picture of {}" for shape (14), texture (13), foreground colour (8), palette (5) and
    novel concept (20), and how often the preview tags of the refiner
-   (:func:`retrieval.preview_tags.zero_shot_tags` over :func:`retrieval.refiner.toy_world_labels`,
+   (:func:`retrieval.preview_tags.zero_shot_tags` over :func:`retrieval.preview_tags.toy_world_labels`,
    top 3) of four images of one novel concept, as on a starter preview sheet, name the concept.
 
 Time on 2 CPU cores: rendering 50,000 scenes takes about 1 minute (2 processes); a step at batch
@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from library.files import write_atomic
 from retrieval.embedders.image import CONFIG_FILE, WEIGHTS_FILE
 from retrieval.paths import TOY_CLIP_DIR
-from retrieval.refiner import toy_world_labels
+from retrieval.preview_tags import toy_world_labels
 from toyworld.concepts import combined_scenes, concept_scenes
 from toyworld.dataset import JUDGE_VOCAB, SEEDS_LORA
 from toyworld.render import render
