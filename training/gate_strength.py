@@ -71,7 +71,6 @@ def tuning_seeds(pair: Pair, count: int) -> list[int]:
 def score_candidate(base: Any, judge: Any, gate: FusionGate, pairs: Sequence[Pair], seeds: int,
                     candidate: Candidate, steps: int = 20) -> Score:
     """Render ``seeds`` composed prompts per pair with the gate at ``candidate``'s strengths; the judge scores them."""
-    from fusion import AdapterSpec
     from pipeline.generate import generate_batch
     from toyworld.judge import read_labels
 
@@ -81,7 +80,7 @@ def score_candidate(base: Any, judge: Any, gate: FusionGate, pairs: Sequence[Pai
         concepts = (pair[0].concept, pair[1].concept)
         pair_seeds = tuning_seeds(pair, seeds)
         prompts, _ = concept_prompts(combined_scenes(concepts, pair_seeds))
-        specs = [AdapterSpec(s.name, s.adapter, role=s.kind) for s in pair]
+        specs = [starter.spec() for starter in pair]
         images = generate_batch(base, prompts, pair_seeds, steps=steps, adapters=specs, fusion="gated",
                                 fusion_options={"gate": gate, "strengths": candidate.strengths})
         reads = read_labels(judge, np.stack([np.asarray(image.convert("RGB")) for image in images]))
