@@ -250,6 +250,10 @@ class FusionSession:
         self.context.version += 1
         self._advance()
 
+    def refresh_gates(self) -> None:
+        """Ask the method for this step's gates again (it changed them between passes of one step)."""
+        self._advance()
+
     def gates_for(self, layer: FusedLayer) -> list[float] | None:
         """Per-slot gates of ``layer`` for the current step (None: all 1)."""
         if self.method.layer_dependent:

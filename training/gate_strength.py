@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,11 +33,10 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fusion.gate import GATE_DIR, FusionGate
-from toyworld.concepts import COMPOSITION_HELDOUT, combined_scenes, concept_attribute, concept_prompts
-from training.fusion_gate import STARTER_DIR, Pair, load_starters, pair_name, pair_seed0, training_pairs
+from toyworld.concepts import COMPOSITION_HELDOUT
+from training.composition_tuning import Score, best_of, log, score_options, spread_pairs
+from training.fusion_gate import STARTER_DIR, Pair, load_starters, pair_name, training_pairs
 
 TUNING_OFFSET = 700  # per pair: seeds pair_seed0 + 700.. (training uses 0.., validation 500..)
 DEFAULT_CONTENT = (1.0, 1.2, 1.4)
@@ -55,46 +53,16 @@ class Candidate:
         return {"content": self.content, "style": self.style}
 
 
-@dataclass(frozen=True)
-class Score:
-    content: float
-    style: float
-    both: float
-    images: int
-
-
-def tuning_seeds(pair: Pair, count: int) -> list[int]:
-    start = pair_seed0(pair) + TUNING_OFFSET
-    return list(range(start, start + count))
-
-
 def score_candidate(base: Any, judge: Any, gate: FusionGate, pairs: Sequence[Pair], seeds: int,
                     candidate: Candidate, steps: int = 20) -> Score:
     """Render ``seeds`` composed prompts per pair with the gate at ``candidate``'s strengths; the judge scores them."""
-    from pipeline.generate import generate_batch
-    from toyworld.judge import read_labels
-
-    content_hits: list[bool] = []
-    style_hits: list[bool] = []
-    for pair in pairs:
-        concepts = (pair[0].concept, pair[1].concept)
-        pair_seeds = tuning_seeds(pair, seeds)
-        prompts, _ = concept_prompts(combined_scenes(concepts, pair_seeds))
-        specs = [starter.spec() for starter in pair]
-        images = generate_batch(base, prompts, pair_seeds, steps=steps, adapters=specs, fusion="gated",
-                                fusion_options={"gate": gate, "strengths": candidate.strengths})
-        reads = read_labels(judge, np.stack([np.asarray(image.convert("RGB")) for image in images]))
-        for read in reads:
-            content_hits.append(read[concept_attribute(pair[0].concept)] == pair[0].name)
-            style_hits.append(read[concept_attribute(pair[1].concept)] == pair[1].name)
-    both = [c and s for c, s in zip(content_hits, style_hits, strict=True)]
-    return Score(float(np.mean(content_hits)), float(np.mean(style_hits)), float(np.mean(both)), len(both))
+    return score_options(base, judge, pairs, seeds, TUNING_OFFSET,
+                         {"gate": gate, "strengths": candidate.strengths, "uncond": {}}, steps)
 
 
 def best_candidate(scores: dict[Candidate, Score]) -> Candidate:
     """Highest both-present share; ties go to the smaller total gain, then to the first listed."""
-    order = list(scores)
-    return max(order, key=lambda c: (round(scores[c].both, 9), -(c.content + c.style), -order.index(c)))
+    return best_of(scores, {c: c.content + c.style for c in scores})
 
 
 def tuning_record(scores: dict[Candidate, Score], chosen: Candidate, pairs: Sequence[Pair], seeds: int,
@@ -111,10 +79,6 @@ def tuning_record(scores: dict[Candidate, Score], chosen: Candidate, pairs: Sequ
         "seconds": round(seconds, 1),
         "date": time.strftime("%Y-%m-%d"),
     }
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -141,9 +105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from toyworld.judge import Judge
 
     gate = FusionGate.load(args.gate)
-    pairs = training_pairs(load_starters(args.library))
-    if args.max_pairs is not None and args.max_pairs < len(pairs):
-        pairs = [pairs[i * len(pairs) // args.max_pairs] for i in range(max(args.max_pairs, 1))]
+    pairs = spread_pairs(training_pairs(load_starters(args.library)), args.max_pairs)
     if not pairs:
         raise SystemExit("no (content, style) training pair in the library")
     base = load_base(None, device="cpu")

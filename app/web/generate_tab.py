@@ -66,12 +66,14 @@ def make_generate(services: MedleyServices):  # type: ignore[no-untyped-def]
                  steps: float | None = None, cfg: float | None = None, batch: float | None = None,
                  auto_adapters: bool | None = None, adapters: Any = None, fusion: str | None = None,
                  content_curve: str | None = None, style_curve: str | None = None,
+                 uncond_content: float | None = None, uncond_style: float | None = None,
                  progress: gr.Progress = gr.Progress()) -> GenerateOutputs:
         """Render ``batch`` images (image i uses seed+i) with the adapters of the table and the prompt's
         <lora:alias:w> tags. With auto_adapters the composer's plan is added when the table has none; in a
         batch each image uses its own plan (its subset of the auto rows). With fusion "gated" the content
-        and style curves ("fraction=weight, ..." points) schedule each role's weight over the steps.
-        Defaults: seed 0, 20 steps, the base's CFG, batch 1, fusion merge, the gated method's curves."""
+        and style curves ("fraction=weight, ..." points) schedule each role's weight over the steps, and
+        uncond_content / uncond_style (0..1) set each role's weight in the unconditional half of guidance.
+        Defaults: seed 0, 20 steps, the base's CFG, batch 1, fusion merge, the gated method's curves and gains."""
         batch = 1 if batch is None else batch
         with user_errors():
             rows = rows_from_table(adapters)
@@ -83,7 +85,8 @@ def make_generate(services: MedleyServices):  # type: ignore[no-untyped-def]
                                       seed=int(seed or 0), steps=int(20 if steps is None else steps),
                                       guidance=None if cfg is None else float(cfg),
                                       batch=int(batch), rows=rows, fusion=fusion or "merge",
-                                      fusion_options=fusion_options(fusion, *curves))
+                                      fusion_options=fusion_options(fusion, *curves, uncond_content,
+                                                                    uncond_style))
             progress((0, request.steps), desc="denoising", unit="steps")
             outcome = services.generate(
                 request, on_step=lambda step, total: progress((step, total), desc="denoising", unit="steps"))
@@ -151,7 +154,8 @@ def build_generate_tab(services: MedleyServices, concurrency_limit: int = 1) -> 
         return plan(prompt_text, adapters, batch_size) if enabled else drop_auto(adapters)
 
     wire_schedule_editor(schedule, fusion, steps)
-    inputs = [prompt, negative, seed, steps, cfg, batch, auto, table, fusion, schedule.content, schedule.style]
+    inputs = [prompt, negative, seed, steps, cfg, batch, auto, table, fusion, schedule.content, schedule.style,
+              schedule.uncond_content, schedule.uncond_style]
     outputs = [gallery, provenance, final_prompt, table]
     handler = make_generate(services)
     run.click(handler, inputs, outputs, api_name="generate", concurrency_limit=concurrency_limit,

@@ -4,7 +4,9 @@ The gated method (:mod:`fusion.methods.gated`) weights each adapter by its role'
 fraction of sampling done. Here a curve is written in the text form of :mod:`fusion.schedule`
 (``0=1, 0.6=1, 1=0.6``: fraction=weight points, linearly interpolated; ``50%`` and windows such
 as ``0.2-0.6`` work too); an empty field means no curve (weight 1 throughout). The edited curves
-reach the method as its ``content_curve=`` / ``style_curve=`` options.
+reach the method as its ``content_curve=`` / ``style_curve=`` options. Two numbers set each role's
+weight in the unconditional half of guidance (:mod:`fusion.guidance`; 0: the guidance amplifies
+the adapter, 1: the loaders' plain behaviour); they reach the method as ``uncond=``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import gradio as gr
 import pandas as pd
 
 from app.web.services import WebInputError
-from fusion.methods.gated import DEFAULT_CURVES
+from fusion.methods.gated import DEFAULT_CURVES, DEFAULT_UNCOND
 from fusion.schedule import Schedule, as_schedule
 
 GATED = "gated"
 ROLES: tuple[str, ...] = ("content", "style")
 HELP = "fraction=weight points, e.g. 0=1, 0.6=1, 1=0.6 (fraction 0: the first, noisiest step; 1: the last)"
+UNCOND_HELP = "the role's weight in the unconditional half of CFG: 0 = guidance amplifies it, 1 = plain"
 
 
 def default_text(role: str) -> str:
@@ -50,9 +53,25 @@ def gated_options(content: str | None, style: str | None) -> dict[str, str | Non
     return options
 
 
-def fusion_options(method: str | None, content: str | None, style: str | None) -> dict[str, Any]:
-    """Options for ``method``: the edited curves for "gated", none for the other methods."""
-    return dict(gated_options(content, style)) if method == GATED else {}
+def uncond_options(content: float | None, style: float | None) -> dict[str, float]:
+    """``uncond`` gains from the two fields (a field left empty keeps the method's default for its role)."""
+    gains = {role: float(value) for role, value in zip(ROLES, (content, style), strict=True) if value is not None}
+    for role, value in gains.items():
+        if not 0.0 <= value <= 1.0:
+            raise WebInputError(f"{role} weight in the unconditional half must lie in 0..1, got {value:g}")
+    return gains
+
+
+def fusion_options(method: str | None, content: str | None, style: str | None,
+                   uncond_content: float | None = None, uncond_style: float | None = None) -> dict[str, Any]:
+    """Options for ``method``: the edited curves (and guidance gains, when set) for "gated"; none otherwise."""
+    if method != GATED:
+        return {}
+    options: dict[str, Any] = dict(gated_options(content, style))
+    gains = uncond_options(uncond_content, uncond_style)
+    if gains:
+        options["uncond"] = {**DEFAULT_UNCOND, **gains}
+    return options
 
 
 def curve_frame(content: str | None, style: str | None, steps: float | None) -> pd.DataFrame:
@@ -72,6 +91,8 @@ class ScheduleEditor:
     group: gr.Accordion
     content: gr.Textbox
     style: gr.Textbox
+    uncond_content: gr.Number
+    uncond_style: gr.Number
     plot: gr.LinePlot
 
 
@@ -84,14 +105,22 @@ def build_schedule_editor(steps: float) -> ScheduleEditor:
                 content = gr.Textbox(label="Content curve", value=default_text("content"), info=HELP,
                                      elem_id="content-curve")
                 style = gr.Textbox(label="Style curve", value=default_text("style"), elem_id="style-curve")
+                with gr.Row():
+                    uncond_content = gr.Number(label="Content, unconditional half", value=DEFAULT_UNCOND["content"],
+                                               minimum=0, maximum=1, step=0.05, info=UNCOND_HELP,
+                                               elem_id="uncond-content")
+                    uncond_style = gr.Number(label="Style, unconditional half", value=DEFAULT_UNCOND["style"],
+                                             minimum=0, maximum=1, step=0.05, elem_id="uncond-style")
                 reset = gr.Button("Reset to the defaults", size="sm")
             with gr.Column(scale=3):
                 plot = gr.LinePlot(curve_frame(content.value, style.value, steps), x="step", y="weight",
                                    color="role", title="Adapter weight per step", height=240,
                                    elem_id="schedule-plot")
-    reset.click(lambda: (default_text("content"), default_text("style")), None, [content, style],
+    reset.click(lambda: (default_text("content"), default_text("style"), DEFAULT_UNCOND["content"],
+                         DEFAULT_UNCOND["style"]), None, [content, style, uncond_content, uncond_style],
                 api_visibility="private", queue=False)
-    return ScheduleEditor(group=group, content=content, style=style, plot=plot)
+    return ScheduleEditor(group=group, content=content, style=style, uncond_content=uncond_content,
+                          uncond_style=uncond_style, plot=plot)
 
 
 def wire_schedule_editor(editor: ScheduleEditor, fusion: gr.Dropdown, steps: gr.Slider) -> None:

@@ -27,13 +27,22 @@ layer's base output, the adapter's output and the timestep. Layers the gate does
 cover take the plain sum. The role schedule is off with a gate unless ``schedule=True``.
 Each adapter is applied at its weight times its role's strength under the gate
 (``strengths=``, default the gate's own tuned ``strengths``; see :mod:`fusion.gate`).
+
+(c) Adapter guidance, with either (``uncond=``, :mod:`fusion.guidance`): in a guided
+pipeline call each role's adapters act in the unconditional half of classifier-free guidance
+at a gain (1 as every loader does; 0: only in the conditional half, so guidance amplifies the
+adapter as it does the prompt). ``uncond={}`` turns it off. The defaults were chosen by
+``python -m training.guidance_gains`` on the same training pairs (4 prompts each, seeds of its
+own): content 0.5 and style 0.75 in the unconditional half, both present 0.868, against 0.833
+with every adapter in both halves (content 0 / style 0.5: 0.854; content 0 / style 1: 0.799,
+where content showed in 0.979 of the images and style in 0.813).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -41,10 +50,14 @@ from torch import nn
 from fusion import blocks
 from fusion.context import StepContext
 from fusion.gate import FusionGate, resolve_gate
+from fusion.guidance import split_guidance_forward, validate_gains
 from fusion.layer import FusedLayer
 from fusion.methods.base import FusionMethod
 from fusion.schedule import Schedule, ScheduleLike, as_schedule
-from fusion.spec import AdapterSpec
+from fusion.spec import ROLES, AdapterSpec
+
+if TYPE_CHECKING:
+    from fusion.session import FusionSession
 
 DEFAULT_CURVES: dict[str, ScheduleLike] = {
     "content": [(0.0, 1.0), (1.0, 1.0)],
@@ -52,6 +65,8 @@ DEFAULT_CURVES: dict[str, ScheduleLike] = {
 }
 # every block at 1 (None); the per-block weights stay editable
 DEFAULT_BLOCKS: dict[str, blocks.BlockWeights | None] = {"content": None, "style": None}
+# how strongly each role acts in the unconditional half of guidance (see fusion.guidance)
+DEFAULT_UNCOND: dict[str, float] = {"content": 0.5, "style": 0.75}
 
 
 class GatedMethod(FusionMethod):
@@ -69,6 +84,7 @@ class GatedMethod(FusionMethod):
         gate: FusionGate | str | Path | bool | None = None,
         schedule: bool | None = None,
         strengths: Mapping[str, float] | None = None,
+        uncond: Mapping[str, float] | None = DEFAULT_UNCOND,
     ) -> None:
         self.curves: dict[str, Schedule | None] = {
             "content": as_schedule(content_curve),
@@ -85,6 +101,9 @@ class GatedMethod(FusionMethod):
         for role, value in self.strengths.items():
             if role not in self.curves or not value >= 0:
                 raise ValueError(f"gated: strengths take roles content/style/other and values >= 0, got {role}={value}")
+        self.uncond = validate_gains(uncond or {}, ROLES, "gated: uncond")
+        self._branch: str | None = None
+        self._roles: list[str] = []
         self._curves: list[Schedule | None] = []
         self._time_version = -1
         self._time: torch.Tensor | None = None
@@ -93,6 +112,8 @@ class GatedMethod(FusionMethod):
         record: dict[str, Any] = {"trained_gate": self.gate is not None, "schedule": self.use_schedule}
         if self.gate is not None and self.strengths:
             record["strengths"] = dict(sorted(self.strengths.items()))
+        if self.guided:
+            record["uncond"] = dict(sorted(self.uncond.items()))
         if self.use_schedule:
             record["curves"] = {role: c.to_text() for role, c in self.curves.items() if c is not None}
             record["blocks"] = {role: b for role, b in self.blocks.items() if b is not None}
@@ -105,6 +126,8 @@ class GatedMethod(FusionMethod):
         self._curves = [
             self.curves[spec.role] if self.use_schedule and spec.schedule is None else None for spec in specs
         ]
+        self._roles = [spec.role for spec in specs]
+        self._branch = None
         if self.gate is not None and unet is not None:
             device = next(unet.parameters()).device
             self.gate.to(device)
@@ -119,10 +142,27 @@ class GatedMethod(FusionMethod):
             return strength
         return strength * blocks.multiplier(self.blocks[spec.role], "unet", path)
 
+    @property
+    def guided(self) -> bool:
+        """Whether some role acts in the unconditional half at other than full strength."""
+        return any(gain != 1.0 for gain in self.uncond.values())
+
     def step_gates(self, context: StepContext, count: int) -> list[float] | None:
-        if not any(curve is not None for curve in self._curves):
+        scheduled = any(curve is not None for curve in self._curves)
+        unconditional = self._branch == "uncond" and self.guided
+        if not scheduled and not unconditional:
             return None
-        return [1.0 if curve is None else curve(context.fraction) for curve in self._curves]
+        gates = [1.0 if curve is None else curve(context.fraction) for curve in self._curves]
+        if unconditional:
+            gates = [gate * self.uncond.get(role, 1.0) for gate, role in zip(gates, self._roles, strict=True)]
+        return gates
+
+    def _set_branch(self, branch: str | None) -> None:
+        self._branch = branch
+
+    def wrap_forward(self, forward: Callable[..., Any], session: FusionSession) -> Callable[..., Any] | None:
+        """With ``uncond`` gains, run the guidance halves as two passes (see :mod:`fusion.guidance`)."""
+        return split_guidance_forward(forward, session, self._set_branch) if self.guided else None
 
     def splits(self, component: str, path: str) -> bool:
         return self.gate is not None and component == "unet" and f"unet.{path}" in self.gate

@@ -160,6 +160,28 @@ def test_gated_curves_reach_the_method(client, monkeypatch: pytest.MonkeyPatch) 
     assert merged[0]["fusion_options"] == {}  # the curves only go to the gated method
 
 
+def test_guidance_gains_reach_the_gated_method(client, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The editor's unconditional-half weights go to the gated method as uncond=; out of 0..1 is refused."""
+    from fusion.methods.gated import DEFAULT_UNCOND, GatedMethod
+
+    seen: list[dict[str, float]] = []
+    prepare = GatedMethod.prepare
+
+    def recording(self: GatedMethod, specs: Any, components: Any) -> Any:
+        seen.append(dict(self.uncond))
+        return prepare(self, specs, components)
+
+    monkeypatch.setattr(GatedMethod, "prepare", recording)
+    _, provenance, _, _ = client.predict(prompt="a heart <lora:heart:0.5> <lora:zigzag:0.5>", steps=2,
+                                         fusion="gated", uncond_content=0.25, api_name="/generate")
+    assert seen == [{**DEFAULT_UNCOND, "content": 0.25}]
+    assert provenance[0]["fusion_options"]["uncond"] == {**DEFAULT_UNCOND, "content": 0.25}
+    client.predict(prompt="a heart <lora:heart:0.5>", steps=1, fusion="gated", api_name="/generate")
+    assert seen[-1] == DEFAULT_UNCOND  # fields left empty: the method's defaults
+    with pytest.raises(Exception, match="unconditional half must lie in 0..1"):
+        client.predict(prompt="a heart", steps=1, fusion="gated", uncond_style=1.5, api_name="/generate")
+
+
 def test_a_bad_gated_curve_is_a_clear_error(client) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(Exception, match="content curve") as error:
         client.predict(prompt="a heart <lora:heart:0.5>", steps=1, fusion="gated", content_curve="0=1, 1=banana",
@@ -183,6 +205,7 @@ def test_schedule_editor_plots_each_role_per_step() -> None:
     assert flat[flat.role == "style"].weight.tolist() == [0.0, 0.0, 1.0, 1.0]
     assert parse_curve("style", " ,, ") is None
     assert fusion_options("merge", "0=1", "0=1") == {}
+    assert fusion_options("merge", "", "", 0.0, 0.0) == {}  # the guidance gains only go to the gated method
     with pytest.raises(ValueError, match="content curve 'x=1'"):
         fusion_options("gated", "x=1", "")
 
