@@ -2,8 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# A CPU build of torch (pip takes it from local disk where it lies there). Override for CUDA.
-TORCH_SPEC ?= torch==2.13.0
+# torch with a matching torchvision (open_clip needs it); pip takes both from local disk where they lie there.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -14,7 +14,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(VENV)/.torch: | $(PY)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
 	touch $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch

@@ -6,7 +6,9 @@ read from the toy world's novel concept of the same name) is rendered from ``--s
 prompts of ``combined_scenes`` (captions holding both trigger words) with every fusion
 method: merge, switch, composite, orthogonal (seed 0), klora, gated (the training-free
 schedule), gated_trained (the trained gate of ``assets/fusion-gate``; reported as missing
-when there is none) and b4m (the training-free projection for ordinary LoRAs). Each
+when there is none) and b4m (the training-free projection for ordinary LoRAs). Both gated
+methods use adapter guidance (:mod:`fusion.guidance`); ``gated_unguided`` and
+``gated_trained_unguided`` are the same without it, as ablations. Each
 adapter acts at its preferred weight (``medley.preferred_weight``, 1.0 for the starters)
 unless ``--weight`` is given. Images of one (pair, method) go through ``generate_batch``
 in one call, with the same prompts and seeds for every method.
@@ -96,6 +98,9 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "gated": ("gated", {}),
     "gated_trained": ("gated", {"gate": True}),
     "b4m": ("b4m", {}),
+    # ablations: the two gated variants without adapter guidance (every adapter in both CFG halves)
+    "gated_unguided": ("gated", {"uncond": {}}),
+    "gated_trained_unguided": ("gated", {"gate": True, "uncond": {}}),
 }
 # methods that compose exactly one content and one style adapter
 ONE_CONTENT_ONE_STYLE = frozenset({"klora", "b4m"})

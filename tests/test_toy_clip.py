@@ -6,21 +6,19 @@ import json
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
 
-open_clip = pytest.importorskip("open_clip")
-torch = pytest.importorskip("torch")
-
-from PIL import Image  # noqa: E402
-from safetensors import safe_open  # noqa: E402
-
-from library.records import AdapterRecord  # noqa: E402
-from retrieval.embedders.image import CONFIG_FILE, WEIGHTS_FILE, ImageEmbedder  # noqa: E402
-from retrieval.preview_tags import PreviewTagger, toy_world_labels  # noqa: E402
-from retrieval.refiner import default_describer, describe  # noqa: E402
-from toyworld.render import render  # noqa: E402
-from toyworld.vocab import NOVEL_CONCEPTS  # noqa: E402
-from training.toy_clip import (  # noqa: E402
+from library.records import AdapterRecord
+from retrieval.embedders.image import CONFIG_FILE, WEIGHTS_FILE, ImageEmbedder
+from retrieval.preview_tags import PreviewTagger, toy_world_labels
+from retrieval.refiner import default_describer, describe
+from toyworld.render import render
+from toyworld.vocab import NOVEL_CONCEPTS
+from training.toy_clip import (
     REPORT_FILE,
     ModelSettings,
     Tokens,

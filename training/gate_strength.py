@@ -11,15 +11,15 @@ gain (``FusionGate.strengths``) at which the judge finds both concepts most ofte
    stay unseen), ``--seeds`` composed scenes each, from seeds neither the gate's training nor
    its validation scenes use;
 2. every (content, style) candidate of ``--content`` x ``--style`` renders those prompts with
-   the trained gate (20 DDIM steps, the app's defaults) and the judge reads shape, texture and
-   palette back;
+   the trained gate (20 DDIM steps and the gated method's adapter guidance, the app's defaults)
+   and the judge reads shape, texture and palette back;
 3. the candidate with the highest both-present share wins (ties: the smaller total gain, then
    the first listed); it is written into the gate's ``config.json`` as ``strengths`` with a
    ``strength_tuning`` record (every candidate's content, style and both shares).
 
 ``--dry-run`` prints the table without writing. Cost on the toy base, 2-core CPU: about
-0.45 s per image, so the default grid (3 x 3 candidates x 36 pairs x 4 seeds) took 10 minutes
-here (66 s a candidate).
+0.75 s per image (the gate needs each adapter's output, guidance runs two half-batch passes), so
+a 2 x 2 grid (36 pairs x 4 seeds) takes about 7 minutes.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion.gate import GATE_DIR, FusionGate
+from fusion.methods.gated import DEFAULT_UNCOND
 from toyworld.concepts import COMPOSITION_HELDOUT
 from training.composition_tuning import Score, best_of, log, score_options, spread_pairs
 from training.fusion_gate import STARTER_DIR, Pair, load_starters, pair_name, training_pairs
@@ -56,8 +57,8 @@ class Candidate:
 def score_candidate(base: Any, judge: Any, gate: FusionGate, pairs: Sequence[Pair], seeds: int,
                     candidate: Candidate, steps: int = 20) -> Score:
     """Render ``seeds`` composed prompts per pair with the gate at ``candidate``'s strengths; the judge scores them."""
-    return score_options(base, judge, pairs, seeds, TUNING_OFFSET,
-                         {"gate": gate, "strengths": candidate.strengths, "uncond": {}}, steps)
+    return score_options(base, judge, pairs, seeds, TUNING_OFFSET, {"gate": gate, "strengths": candidate.strengths},
+                         steps)
 
 
 def best_candidate(scores: dict[Candidate, Score]) -> Candidate:
@@ -73,6 +74,7 @@ def tuning_record(scores: dict[Candidate, Score], chosen: Candidate, pairs: Sequ
         "pairs": [pair_name(p) for p in pairs],
         "heldout_concepts": sorted(COMPOSITION_HELDOUT),
         "seeds_per_pair": seeds,
+        "uncond": dict(DEFAULT_UNCOND),  # the adapter guidance the candidates ran under
         "candidates": [{"content": c.content, "style": c.style, "content_share": round(s.content, 4),
                         "style_share": round(s.style, 4), "both": round(s.both, 4)} for c, s in scores.items()],
         "chosen": chosen.strengths,

@@ -2,7 +2,7 @@
 
 The default image embedder of Medley (:class:`retrieval.embedders.image.ImageEmbedder`) is a small
 open_clip ``CLIP`` trained here, from scratch, on toy-world renders and plain-word captions, and
-shipped in ``assets/toy-clip/``. Needs open_clip (``pip install -e ".[clip]"``); downloads nothing.
+shipped in ``assets/toy-clip/``. Uses open_clip (a dependency of Medley); downloads nothing.
 
 1. Data: ``--images`` scenes from seeds ``SEEDS_TOY_CLIP`` on (see :data:`SEEDS_TOY_CLIP`), rendered
    at 32x32 by the toy world itself: half over the whole vocabulary (base and novel shapes, textures

@@ -1,7 +1,8 @@
 """Image (and paired text) embeddings through open_clip, from local weights only.
 
-open_clip (package ``open-clip-torch``, which needs torchvision) is optional: install it with
-``pip install -e ".[clip]"``. It is imported on first use, so the rest of Medley runs without it.
+open_clip (package ``open-clip-torch``, with torchvision) is a dependency of Medley; it is imported
+on first use, and an environment without it (a hand-made install) gets a clear error here while
+the rest of Medley runs.
 
 A model folder holds ``open_clip_config.json`` (``{"model_cfg": {...}, "preprocess_cfg": {...}}``,
 as open_clip writes for the hub) and ``open_clip_model.safetensors``. The default folder is
@@ -34,7 +35,8 @@ def _import_open_clip() -> Any:
         import open_clip
     except ImportError as error:
         raise EmbedderUnavailableError(
-            "the image embedder needs open_clip: pip install -e \".[clip]\" (open-clip-torch, with torchvision)"
+            "the image embedder needs open_clip: pip install open-clip-torch torchvision (a torchvision that matches "
+            "the installed torch)"
         ) from error
     return open_clip
 
