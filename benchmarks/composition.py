@@ -46,13 +46,13 @@ seconds_per_image}}, "best_method", "best_both_heldout", "triples": {name: both}
 ``"missing"`` (name -> reason), not under ``"methods"``. Progress lines with an ETA go to
 stderr.
 
-Cost, measured on the toy base, CPU, 20 steps, batches of 4 (one thread, on the shared 2-core dev machine): the
-bare base 0.37 s per image; merge, switch, klora, gated and b4m 0.40-0.42; orthogonal 0.59;
-composite 0.80 (one UNet pass per adapter). The full default run with 8 shapes x 12 styles
-(96 pairs, 42 held-out) x 4 seeds x 8 methods, 16 triples and the sweep (3 new weights x 2
-methods x 12 held-out pairs) is about 3,900 images: about 30 minutes on one thread (about
-20 minutes with the 64 pairs of 8 textures alone). On a CPU shared with training, use
-``--threads 1``: several threads on busy cores spin and run 10-30x slower. Quick look:
+Cost, measured on the toy base, CPU, 20 steps, 2 cores (otherwise idle), seconds per image: merge,
+switch, klora, b4m and the unguided schedule 0.27-0.29; the gated schedule with adapter guidance
+0.41 (two half-batch passes a step); orthogonal 0.44; composite 0.53 (one UNet pass per adapter);
+the trained gate 0.50, with guidance 0.71. The full default run (72 pairs, 36 held-out, x 4
+seeds x 10 methods, 16 triples and the weight sweep: about 4,000 images) took 26 minutes. On a
+CPU shared with training, use ``--threads 1``: several threads on busy cores spin and run
+10-30x slower. Quick look:
 ``--max-pairs 4 --seeds 2 --methods merge gated --triples 0 --sweep-weights``.
 """
 

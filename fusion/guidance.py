@@ -11,23 +11,19 @@ half alone, its own effect is part of ``eps_cond - eps_uncond`` and guidance amp
 unconditional gain ``u`` between 1 (the loaders' behaviour) and 0 (fully guided) sets how much
 of that amplification an adapter gets, per role (content, style, other).
 
-:func:`split_guidance_forward` wraps a UNet forward so that it runs the two halves as two
-passes, letting the method change the adapters' gates between them. It only acts on a guided
-step's batch (:func:`guiding`); otherwise (a bare UNet, training, guidance 1) the forward runs
-unchanged.
+It costs no extra UNet pass: the fused layers (:mod:`fusion.layer`) scale the low-rank
+activations ``down x`` of the unconditional rows by each adapter's gain before the up
+projection, in the same call. It acts only on a guided step's batch (:func:`guiding`, checked by
+the session when the UNet is called); a bare UNet call, training or guidance 1 is unchanged.
+The text encoder's adapters (if any) are not touched: the gains act on the UNet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:
-    from fusion.session import FusionSession
-
-BRANCHES: tuple[str, ...] = ("uncond", "cond")
 
 
 def validate_gains(gains: Mapping[str, float], roles: tuple[str, ...], what: str) -> dict[str, float]:
@@ -41,37 +37,6 @@ def validate_gains(gains: Mapping[str, float], roles: tuple[str, ...], what: str
             raise ValueError(f"{what}: {role} must be a finite number >= 0, got {value!r}")
         out[str(role)] = gain
     return out
-
-
-def _half(value: Any, index: int, size: int) -> Any:
-    """Half ``index`` (0: uncond, 1: cond) of a batched argument; unbatched values pass through."""
-    if isinstance(value, torch.Tensor):
-        if value.dim() > 0 and value.shape[0] == 2 * size:
-            return value[index * size : (index + 1) * size]
-        return value
-    if isinstance(value, Mapping):
-        return {key: _half(item, index, size) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_half(item, index, size) for item in value)
-    return value
-
-
-def _sample(output: Any) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, tuple):
-        return output[0]
-    return output.sample
-
-
-def _join(first: Any, second: Any) -> Any:
-    """The two halves' UNet outputs as one, in the form the UNet returned them."""
-    sample = torch.cat([_sample(first), _sample(second)])
-    if isinstance(second, torch.Tensor):
-        return sample
-    if isinstance(second, tuple):
-        return (sample, *second[1:])
-    return type(second)(sample=sample)
 
 
 def guiding(pipe: Any, sample: torch.Tensor) -> bool:
@@ -89,32 +54,3 @@ def guiding(pipe: Any, sample: torch.Tensor) -> bool:
         return False
     size = sample.shape[0] // 2
     return bool(torch.equal(sample[:size], sample[size:]))
-
-
-def split_guidance_forward(
-    forward: Callable[..., Any], session: FusionSession, set_branch: Callable[[str | None], None]
-) -> Callable[..., Any]:
-    """A forward that runs ``[uncond; cond]`` as two passes, calling ``set_branch`` before each."""
-
-    def guided_forward(sample: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        if not guiding(session.pipe, sample):
-            return forward(sample, *args, **kwargs)
-        size = sample.shape[0] // 2
-        outputs = []
-        try:
-            for index, branch in enumerate(BRANCHES):
-                set_branch(branch)
-                session.refresh_gates()
-                outputs.append(
-                    forward(
-                        sample[index * size : (index + 1) * size],
-                        *(_half(a, index, size) for a in args),
-                        **{key: _half(value, index, size) for key, value in kwargs.items()},
-                    )
-                )
-        finally:
-            set_branch(None)
-            session.refresh_gates()
-        return _join(*outputs)
-
-    return guided_forward

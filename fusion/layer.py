@@ -33,6 +33,8 @@ class Slot:
 
 class GateOwner(Protocol):
     gate_version: int
+    uncond_gains: list[float] | None  # per session adapter: its gain in the unconditional half of guidance
+    guided_rows: int  # in a guided UNet call, the rows of the unconditional half (0: not a guided call)
 
     def gates_for(self, layer: FusedLayer) -> list[float] | None: ...
 
@@ -76,6 +78,7 @@ class FusedLayer(nn.Module):
         self._seen = -1
         self._down_eff: torch.Tensor | None = None
         self._up_eff: torch.Tensor | None = None
+        self._uncond_eff: torch.Tensor | None = None  # per-rank gains of the unconditional rows (None: all 1)
         self._gates: tuple[float, ...] | None = None
         self._gates_loaded = False
 
@@ -113,13 +116,15 @@ class FusedLayer(nn.Module):
             _seen=-1,
             _down_eff=down,
             _up_eff=up,
+            _uncond_eff=None,
             _gates=None,
             _gates_loaded=False,
         )
 
     def clear(self) -> None:
         self.__dict__.update(
-            slots=(), adapters=(), down=None, up=None, _owner=None, _down_eff=None, _up_eff=None, _seen=-1
+            slots=(), adapters=(), down=None, up=None, _owner=None, _down_eff=None, _up_eff=None, _uncond_eff=None,
+            _seen=-1,
         )
 
     def _refresh(self, owner: GateOwner) -> None:
@@ -130,14 +135,22 @@ class FusedLayer(nn.Module):
         if state["_gates_loaded"] and key == state["_gates"]:
             return
         state["_gates"], state["_gates_loaded"] = key, True
-        state["_down_eff"], state["_up_eff"] = self._effective(key)
+        kept = self._kept(key)
+        state["_down_eff"], state["_up_eff"] = self._effective(key, kept)
+        state["_uncond_eff"] = self._uncond_gains(owner, kept)
 
-    def _effective(self, key: tuple[float, ...] | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The stack to use under per-slot gates ``key``: zero-gated slots dropped, gates folded into up."""
+    def _kept(self, key: tuple[float, ...] | None) -> list[int]:
+        """The slots that act under per-slot gates ``key`` (zero-gated slots are dropped unless split)."""
+        if key is None or self.split:
+            return list(range(len(self.slots)))
+        return [i for i, g in enumerate(key) if g != 0.0]
+
+    def _effective(self, key: tuple[float, ...] | None,
+                   kept: list[int]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The stack to use under per-slot gates ``key``: the ``kept`` slots, gates folded into up."""
         assert self.down is not None and self.up is not None
         if key is None or all(g == 1.0 for g in key):
             return self.down, self.up
-        kept = list(range(len(key))) if self.split else [i for i, g in enumerate(key) if g != 0.0]
         if not kept:
             return None, None
         if len(kept) == 1:  # one adapter left (switch, K-LoRA): views of the stack, no copies
@@ -154,6 +167,18 @@ class FusedLayer(nn.Module):
         gain = torch.tensor(per_rank, dtype=up.dtype, device=up.device)
         return down, up * (gain.view(1, -1, 1, 1) if self.is_conv else gain)
 
+    def _uncond_gains(self, owner: GateOwner, kept: list[int]) -> torch.Tensor | None:
+        """Per-rank gains of the kept slots in the unconditional rows of a guided call (None: all 1)."""
+        gains = owner.uncond_gains
+        if gains is None or self.up is None:
+            return None
+        mine = [gains[self.slots[i].adapter] for i in kept]
+        if all(g == 1.0 for g in mine):
+            return None
+        per_rank = [g for i, g in zip(kept, mine, strict=True) for _ in range(self.slots[i].stop - self.slots[i].start)]
+        vector = torch.tensor(per_rank, dtype=self.up.dtype, device=self.up.device)
+        return vector.view(-1, 1, 1) if self.is_conv else vector
+
     def _project_down(self, x: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
         if self.is_conv:
             stride, padding, dilation = self._conv_args
@@ -163,11 +188,18 @@ class FusedLayer(nn.Module):
     def _project_up(self, h: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
         return F.conv2d(h, up) if self.is_conv else F.linear(h, up)
 
+    def _guide(self, h: torch.Tensor, owner: GateOwner) -> torch.Tensor:
+        """Scale the unconditional rows of a guided call's low-rank activations by their gains (in place)."""
+        rows = owner.guided_rows
+        if rows and self._uncond_eff is not None and h.shape[0] == 2 * rows:
+            h[:rows] *= self._uncond_eff.to(h.dtype)
+        return h
+
     def outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each adapter's own (scaled, gated) output at this layer, in slot order."""
-        assert self._down_eff is not None and self._up_eff is not None
+        assert self._down_eff is not None and self._up_eff is not None and self._owner is not None
         down, up = self._cast(x)
-        h = self._project_down(x, down)
+        h = self._guide(self._project_down(x, down), self._owner)
         channel = 1 if self.is_conv else -1
         return [
             self._project_up(h.narrow(channel % h.dim(), s.start, s.stop - s.start), up[:, s.start : s.stop])
@@ -193,6 +225,8 @@ class FusedLayer(nn.Module):
             return owner.combine(self, out, self.outputs(x))
         down, up = self._cast(x)
         h = self._project_down(x, down)
+        if owner.guided_rows:
+            h = self._guide(h, owner)
         if out.requires_grad or not out.is_contiguous() or out.dtype != h.dtype:
             return out + self._project_up(h, up)
         if self.is_conv:

@@ -11,6 +11,7 @@ from torch import nn
 from fusion import blocks, injection
 from fusion.checks import ensure_applicable
 from fusion.context import StepContext
+from fusion.guidance import guiding
 from fusion.layer import FusedLayer, Slot, weight_of
 from fusion.methods import FusionMethod, make_method
 from fusion.spec import AdapterSpec
@@ -61,6 +62,8 @@ class FusionSession:
         self.context = StepContext(num_inference_steps=num_inference_steps, num_train_timesteps=train_steps)
         self.gate_version = 0
         self.attached = False
+        self.uncond_gains: list[float] | None = None  # per entry, from the method (adapter guidance)
+        self.guided_rows = 0  # rows of the unconditional half of the current UNet call (0: not guided)
         self._step: list[float] | None = None
         self._layers: dict[str, injection.Site] = {}
         self._saved: list[tuple[nn.Module, torch.Tensor]] = []
@@ -111,6 +114,8 @@ class FusionSession:
             injection.claim(model, self)
         self.attached = True
         self.entries = entries
+        self.uncond_gains = self.method.uncond_gains()
+        self.guided_rows = 0
         self.context.reset()
         try:
             if self.method.static:
@@ -201,6 +206,7 @@ class FusionSession:
         for model in self.components.values():
             injection.release(model, self)
         self.attached = False
+        self.uncond_gains, self.guided_rows = None, 0
 
     def swap(self, adapters: Sequence[AdapterSpec | LoraAdapter]) -> FusionSession:
         """Compose another set of adapters with the same method, reusing the wrappers.
@@ -223,6 +229,10 @@ class FusionSession:
     # ---------------------------------------------------------------- per step
     def _observe(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         timestep = kwargs["timestep"] if "timestep" in kwargs else (args[1] if len(args) > 1 else None)
+        if self.uncond_gains is not None:
+            sample = kwargs["sample"] if "sample" in kwargs else (args[0] if args else None)
+            guided = isinstance(sample, torch.Tensor) and guiding(self.pipe, sample)
+            self.guided_rows = sample.shape[0] // 2 if guided else 0
         if self.context.observe(timestep, self.scheduler):
             self._advance()
 
@@ -248,10 +258,6 @@ class FusionSession:
         """Let only adapter ``index`` act (None: all); used by composite's passes."""
         self.context.solo = index
         self.context.version += 1
-        self._advance()
-
-    def refresh_gates(self) -> None:
-        """Ask the method for this step's gates again (it changed them between passes of one step)."""
         self._advance()
 
     def gates_for(self, layer: FusedLayer) -> list[float] | None:

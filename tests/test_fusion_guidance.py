@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fusion import AdapterSpec, compose
+from fusion import AdapterSpec, FusionGate, compose
 from fusion.guidance import validate_gains
 from fusion.spec import ROLES
 from fusion.testing import random_lora
@@ -38,13 +38,26 @@ def specs_of(loras, content=1.0, style=1.0):
     return [AdapterSpec("c", loras[0], content, role="content"), AdapterSpec("s", loras[1], style, role="style")]
 
 
-def test_uncond_half_runs_each_role_at_its_gain(guiding, loras):
+@pytest.fixture(scope="module")
+def gate(pipe):
+    """A trained-looking gate (random parameters), whose layers need each adapter's output."""
+    gate = FusionGate.for_unet(pipe.unet)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for parameter in gate.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    return gate
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_uncond_half_runs_each_role_at_its_gain(guiding, loras, gate, trained):
     pipe = guiding
-    with compose(pipe, specs_of(loras), "gated", uncond={"content": 0.0, "style": 0.5}, **FLAT):
+    options = {"gate": gate, "strengths": {}} if trained else FLAT
+    with compose(pipe, specs_of(loras), "gated", uncond={"content": 0.0, "style": 0.5}, **options):
         guided = unet_out(pipe)
-    with compose(pipe, specs_of(loras, content=0.0, style=0.5), "gated", uncond={}, **FLAT):
+    with compose(pipe, specs_of(loras, content=0.0, style=0.5), "gated", uncond={}, **options):
         uncond_half = unet_out(pipe)[:2]
-    with compose(pipe, specs_of(loras), "gated", uncond={}, **FLAT):
+    with compose(pipe, specs_of(loras), "gated", uncond={}, **options):
         cond_half = unet_out(pipe)[2:]
     torch.testing.assert_close(guided, torch.cat([uncond_half, cond_half]), atol=1e-4, rtol=1e-3)  # batch 2 vs 4 GEMMs
     assert not torch.allclose(guided[:2], unet_out_plain(pipe, loras)[:2], atol=1e-4)  # the gains did act
@@ -69,9 +82,10 @@ def test_without_a_guided_batch_the_gains_change_nothing(pipe, loras, guiding, h
 def test_gains_of_one_are_the_plain_method_and_provenance_records_them(pipe, loras):
     with compose(pipe, specs_of(loras), "gated", uncond={"content": 1.0, "style": 1.0}) as session:
         assert session.describe()["options"].get("uncond") is None
-        assert pipe.unet.__dict__.get("forward") is None  # no pass splitting when nothing differs
+        assert session.uncond_gains is None  # nothing to scale: the layers' fast path is untouched
     with compose(pipe, specs_of(loras), "gated", uncond={"content": 0.0}) as session:
         assert session.describe()["options"]["uncond"] == {"content": 0.0}
+        assert session.uncond_gains == [0.0, 1.0]
 
 
 def test_guided_pipeline_run_is_deterministic_and_differs_from_unguided(pipe, loras):

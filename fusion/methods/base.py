@@ -12,6 +12,8 @@ Hooks, all optional:
 * :meth:`splits` / :meth:`combine` - layers that need each adapter's output separately
   (orthogonal dropout, the trained gate) and how to add them to the base output.
 * :meth:`wrap_forward` - replace the UNet's forward for the session (composite).
+* :meth:`uncond_gains` - each adapter's gain in the unconditional half of classifier-free
+  guidance (adapter guidance, :mod:`fusion.guidance`; gated).
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ class FusionMethod:
         return total
 
     def wrap_forward(self, forward: Callable[..., Any], session: FusionSession) -> Callable[..., Any] | None:
+        return None
+
+    def uncond_gains(self) -> list[float] | None:
+        """Per adapter (as :meth:`prepare` returned them), its gain in the unconditional half (None: all 1)."""
         return None
 
 

@@ -40,9 +40,9 @@ where content showed in 0.979 of the images and style in 0.813).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,14 +50,11 @@ from torch import nn
 from fusion import blocks
 from fusion.context import StepContext
 from fusion.gate import FusionGate, resolve_gate
-from fusion.guidance import split_guidance_forward, validate_gains
+from fusion.guidance import validate_gains
 from fusion.layer import FusedLayer
 from fusion.methods.base import FusionMethod
 from fusion.schedule import Schedule, ScheduleLike, as_schedule
 from fusion.spec import ROLES, AdapterSpec
-
-if TYPE_CHECKING:
-    from fusion.session import FusionSession
 
 DEFAULT_CURVES: dict[str, ScheduleLike] = {
     "content": [(0.0, 1.0), (1.0, 1.0)],
@@ -102,7 +99,6 @@ class GatedMethod(FusionMethod):
             if role not in self.curves or not value >= 0:
                 raise ValueError(f"gated: strengths take roles content/style/other and values >= 0, got {role}={value}")
         self.uncond = validate_gains(uncond or {}, ROLES, "gated: uncond")
-        self._branch: str | None = None
         self._roles: list[str] = []
         self._curves: list[Schedule | None] = []
         self._time_version = -1
@@ -127,7 +123,6 @@ class GatedMethod(FusionMethod):
             self.curves[spec.role] if self.use_schedule and spec.schedule is None else None for spec in specs
         ]
         self._roles = [spec.role for spec in specs]
-        self._branch = None
         if self.gate is not None and unet is not None:
             device = next(unet.parameters()).device
             self.gate.to(device)
@@ -148,21 +143,12 @@ class GatedMethod(FusionMethod):
         return any(gain != 1.0 for gain in self.uncond.values())
 
     def step_gates(self, context: StepContext, count: int) -> list[float] | None:
-        scheduled = any(curve is not None for curve in self._curves)
-        unconditional = self._branch == "uncond" and self.guided
-        if not scheduled and not unconditional:
+        if not any(curve is not None for curve in self._curves):
             return None
-        gates = [1.0 if curve is None else curve(context.fraction) for curve in self._curves]
-        if unconditional:
-            gates = [gate * self.uncond.get(role, 1.0) for gate, role in zip(gates, self._roles, strict=True)]
-        return gates
+        return [1.0 if curve is None else curve(context.fraction) for curve in self._curves]
 
-    def _set_branch(self, branch: str | None) -> None:
-        self._branch = branch
-
-    def wrap_forward(self, forward: Callable[..., Any], session: FusionSession) -> Callable[..., Any] | None:
-        """With ``uncond`` gains, run the guidance halves as two passes (see :mod:`fusion.guidance`)."""
-        return split_guidance_forward(forward, session, self._set_branch) if self.guided else None
+    def uncond_gains(self) -> list[float] | None:
+        return [self.uncond.get(role, 1.0) for role in self._roles] if self.guided else None
 
     def splits(self, component: str, path: str) -> bool:
         return self.gate is not None and component == "unet" and f"unet.{path}" in self.gate
