@@ -139,7 +139,7 @@ def test_train_adds_an_adapter_to_the_library(client) -> None:  # type: ignore[n
 
 def test_gated_curves_reach_the_method(client, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """The schedule editor's curves go to the gated method as content_curve= / style_curve=."""
-    from fusion.methods.gated import GatedMethod
+    from fusion.methods.gated import DEFAULT_UNCOND, GatedMethod
 
     seen: list[dict[str, str]] = []
     prepare = GatedMethod.prepare
@@ -154,7 +154,8 @@ def test_gated_curves_reach_the_method(client, monkeypatch: pytest.MonkeyPatch) 
                                          api_name="/generate")
     assert seen == [{"content": "0=0,0.5=1,1=0.25"}]  # an empty field: no curve for that role
     assert provenance[0]["fusion"] == "gated"
-    assert provenance[0]["fusion_options"] == {"content_curve": "0=0,0.5=1,1=0.25", "style_curve": None}
+    assert provenance[0]["fusion_options"] == {"content_curve": "0=0,0.5=1,1=0.25", "style_curve": None,
+                                               "uncond": DEFAULT_UNCOND}  # the editor's gains, at their defaults
     _, merged, _, _ = client.predict(prompt="a heart <lora:heart:0.5>", steps=1, fusion="merge",
                                      content_curve="0=0", api_name="/generate")
     assert merged[0]["fusion_options"] == {}  # the curves only go to the gated method
@@ -177,9 +178,14 @@ def test_guidance_gains_reach_the_gated_method(client, monkeypatch: pytest.Monke
     assert seen == [{**DEFAULT_UNCOND, "content": 0.25}]
     assert provenance[0]["fusion_options"]["uncond"] == {**DEFAULT_UNCOND, "content": 0.25}
     client.predict(prompt="a heart <lora:heart:0.5>", steps=1, fusion="gated", api_name="/generate")
-    assert seen[-1] == DEFAULT_UNCOND  # fields left empty: the method's defaults
-    with pytest.raises(Exception, match="unconditional half must lie in 0..1"):
+    assert seen[-1] == DEFAULT_UNCOND  # fields left alone: the editor shows the method's defaults
+    with pytest.raises(Exception, match="greater than maximum value 1"):  # the field's own bound
         client.predict(prompt="a heart", steps=1, fusion="gated", uncond_style=1.5, api_name="/generate")
+    from app.web.schedule_editor import fusion_options
+    from app.web.services import WebInputError
+
+    with pytest.raises(WebInputError, match="unconditional half must lie in 0..1"):  # a direct call
+        fusion_options("gated", "", "", None, -0.5)
 
 
 def test_a_bad_gated_curve_is_a_clear_error(client) -> None:  # type: ignore[no-untyped-def]
