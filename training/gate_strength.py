@@ -18,8 +18,8 @@ gain (``FusionGate.strengths``) at which the judge finds both concepts most ofte
    ``strength_tuning`` record (every candidate's content, style and both shares).
 
 ``--dry-run`` prints the table without writing. Cost on the toy base, 2-core CPU: about
-0.75 s per image (the gate needs each adapter's output, guidance runs two half-batch passes), so
-a 2 x 2 grid (36 pairs x 4 seeds) takes about 7 minutes.
+0.55-0.75 s per image (the gate needs each adapter's output), so a 2 x 2 grid (36 pairs x 4
+seeds) takes 5-7 minutes.
 """
 
 from __future__ import annotations
