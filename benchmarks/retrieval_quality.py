@@ -8,7 +8,8 @@ scoring, composer) over a library of the starter adapters and hundreds of toy di
   ``trigger word for a striped star``, ...) as distractors, by their metadata only; each
   adapter's vector is the MiniLM embedding of its description;
 - weights: the starters and every LoRA of the weight-encoder corpus cache, known by their
-  weights alone (no name, trigger or description); vectors from the trained weight encoder;
+  weights alone (no name, trigger or description); vectors from the trained weight encoder,
+  with its novelty correction (``retrieval/embedders/novelty.py``) where it ships one;
 - both: the text library (distractors whose LoRA is in the cache), each adapter's vector
   the concatenation of its description's and its weights' vectors, so that its similarity
   to a prompt is the mean of the two cosines.
@@ -343,8 +344,9 @@ def weight_rows(starters: Starters, entries: Sequence[CorpusEntry], weights: Any
     """Weights-only rows, held-out and seen concepts: starters and corpus LoRAs by their weights alone."""
     ids = [*(r.id for r in starters.records), *range(CORPUS_ID0, CORPUS_ID0 + len(entries))]
     records = [anonymous_record(i) for i in ids]
-    vectors = weights.embed_adapters([*starters.adapters(), *(e.adapter for e in entries)])
-    embedder = TableEmbedder(f"{weights.name}+{text.name}", table_for(records, vectors), text.embed)
+    vectors = weights.index_vectors([*starters.adapters(), *(e.adapter for e in entries)])
+    embedder = TableEmbedder(f"{weights.name}+{text.name}", table_for(records, vectors),
+                             lambda texts: weights.query_vectors(text.embed(texts)))
     concept_ids: dict[str, set[int]] = {}
     for record in starters.records:
         concept_ids.setdefault(starters.concepts[record.id].name, set()).add(record.id)

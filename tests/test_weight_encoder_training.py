@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import training.weight_encoder as we
 from retrieval.embedders.hashing import HashingEmbedder
 from retrieval.embedders.weights import load_weight_encoder
 from toyworld.scene import Scene
@@ -16,15 +17,21 @@ from toyworld.vocab import NOVEL_CONCEPTS
 from training.lora_trainer import ATTENTION_TARGETS
 from training.weight_encoder import (
     HELDOUT_CONCEPTS,
+    NOVELTY_BETA,
+    NOVELTY_K,
     REPORT_FILE,
+    VALIDATION_CONCEPTS,
     VARIANTS,
     CorpusSettings,
     build_corpus,
+    choose_novelty,
+    concept_queries,
     concept_scene,
     corpus_concepts,
     corpus_plan,
     heldout_accuracy,
     job_data,
+    known_descriptions,
     load_corpus,
     lora_path,
     main,
@@ -122,6 +129,34 @@ def test_encoder_trains_without_the_heldout_concepts_and_saves(corpus, tmp_path)
     loaded = load_weight_encoder(out)
     adapters = [e.adapter for e in entries]
     np.testing.assert_allclose(loaded.encode(adapters), encoder.encode(adapters), atol=1e-6)
+
+
+def test_novelty_is_chosen_on_validation_concepts_never_the_heldout_ones(pipe, tmp_path, monkeypatch) -> None:
+    plan = corpus_plan()
+    wanted = [*VALIDATION_CONCEPTS, "heart", "crescent", "arrow", HELDOUT_CONCEPTS[0]]
+    jobs = [next(j for j in plan if j.concept.novel == name) for name in wanted]
+    folder = tmp_path / "corpus"
+    build_corpus(jobs, folder, TINY, pipe=pipe, log=None)
+    entries = load_corpus(folder)
+    assert set(known_descriptions(entries, HELDOUT_CONCEPTS)) == {
+        e.description for e in entries if e.novel != HELDOUT_CONCEPTS[0]}
+    queries = concept_queries("ring", 2)
+    assert queries[:2] == ["ring shape", next(c.description for c in NOVEL_CONCEPTS if c.name == "ring")]
+    assert all("ring" in q and "anulon" not in q for q in queries[2:])
+    seen_training: list[set[str]] = []
+    original = we.train_encoder
+
+    def recording(entries_, text_, **kwargs):  # type: ignore[no-untyped-def]
+        seen_training.append(set(kwargs["heldout"]))
+        return original(entries_, text_, **kwargs, d_model=16, n_heads=2, n_blocks=1)
+
+    monkeypatch.setattr(we, "train_encoder", recording)
+    choice = choose_novelty(entries, HashingEmbedder(dimension=16), steps=2, batch_size=4, captions=1, log=None)
+    assert seen_training == [set(HELDOUT_CONCEPTS) | set(VALIDATION_CONCEPTS)]  # the validation encoder's blind spots
+    assert choice.k in NOVELTY_K and choice.beta in NOVELTY_BETA
+    assert len(choice.grid) == len(NOVELTY_K) * len(NOVELTY_BETA)
+    best = max(r["validation"] + r["seen"] for r in choice.grid)
+    assert choice.validation + choice.seen == pytest.approx(best)
 
 
 def test_list_prints_the_plan(capsys) -> None:

@@ -50,7 +50,7 @@ import math
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,10 +65,11 @@ from library.formats.writer import write_kohya
 from library.lora import LoraAdapter
 from library.metadata import AdapterInfo
 from retrieval.embedders.base import Embedder
+from retrieval.embedders.novelty import Novelty
 from retrieval.embedders.weights import WeightEncoder, WeightEncoderConfig, save_weight_encoder
 from retrieval.paths import WEIGHT_ENCODER_DIR
 from retrieval.weight_encoder_training import TrainingReport, train_weight_encoder
-from toyworld.concepts import concept_attribute
+from toyworld.concepts import concept_attribute, concept_scenes
 from toyworld.dataset import render_scenes
 from toyworld.scene import Scene, caption, sample_scene
 from toyworld.vocab import BACKGROUND_COLOURS, BASE_SHAPES, BASE_TEXTURES, FOREGROUND_COLOURS, NOVEL_CONCEPTS
@@ -78,8 +79,13 @@ CORPUS_ROOT = Path(__file__).resolve().parent.parent / "runs" / "weight-encoder-
 REPORT_FILE = "report.json"
 # Novel concepts kept out of the encoder's training (see the module docstring).
 HELDOUT_CONCEPTS: tuple[str, ...] = ("ring", "chevron", "vertical", "crosshatch", "sepia")
+# Trained concepts that a second encoder does not see: its recall on them chooses the novelty correction.
+VALIDATION_CONCEPTS: tuple[str, ...] = ("hourglass", "diagonal", "pastel")
+NOVELTY_K: tuple[int, ...] = (1, 2, 3)
+NOVELTY_BETA: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
 # Scene seeds of the corpus: disjoint from every other seed range of the toy world (toyworld.dataset).
 SEEDS_CORPUS = 60_000_000
+SEEDS_NOVELTY_QUERIES = SEEDS_CORPUS + 9_000_000  # the captions that choose the novelty correction
 FAMILIES: tuple[str, ...] = ("novel", "named", "override", "named-pair", "override-pair")
 VARIANTS: dict[str, int] = {"novel": 5, "named": 3, "override": 2, "named-pair": 1, "override-pair": 1}
 KIND_WORDS: dict[str, str] = {"content": "shape", "style": "texture", "palette": "palette"}
@@ -514,8 +520,84 @@ def heldout_accuracy(encoder: WeightEncoder, entries: Sequence[CorpusEntry], tex
             f"top{k}": float(np.mean((order[:, :k] == truth[:, None]).any(axis=1))), "count": len(probe)}
 
 
-def save_encoder(encoder: WeightEncoder, out: Path, summary: dict[str, Any]) -> Path:
+# -- the novelty correction --------------------------------------------------------------------
+
+
+def known_descriptions(entries: Sequence[CorpusEntry], excluded: Collection[str]) -> list[str]:
+    """The distinct descriptions of the entries an encoder trained without ``excluded`` saw."""
+    return sorted({entry.description for entry in entries if entry.novel not in excluded})
+
+
+def concept_queries(name: str, captions: int) -> list[str]:
+    """What a person would search a novel concept by: its name, its description, scene captions naming it."""
+    concept = next(c for c in NOVEL_CONCEPTS if c.name == name)
+    seed0 = SEEDS_NOVELTY_QUERIES + NOVEL_CONCEPTS.index(concept) * 100
+    scenes = concept_scenes(concept, range(seed0, seed0 + captions))
+    return [f"{concept.name} {KIND_WORDS[concept.kind]}", concept.description,
+            *(caption(scene).replace(concept.trigger, concept.name) for scene in scenes)]
+
+
+def recall_at_3(scores: np.ndarray, relevant: Sequence[set[int]]) -> float:
+    """Share of query rows whose 3 best columns hold a relevant one."""
+    top = np.argsort(-scores, axis=1)[:, :3]
+    return float(np.mean([bool(relevant[row] & set(top[row].tolist())) for row in range(len(relevant))]))
+
+
+@dataclass(frozen=True)
+class NoveltyChoice:
+    k: int
+    beta: float
+    validation: float  # recall@3 on the validation concepts' queries
+    seen: float  # recall@3 on the trained concepts' queries
+    grid: list[dict[str, float]]
+
+
+def choose_novelty(entries: Sequence[CorpusEntry], text_embedder: Embedder, *, steps: int, batch_size: int,
+                   seed: int = 0, captions: int = 2, log: Callable[[str], None] | None = print) -> NoveltyChoice:
+    """Choose the novelty correction's ``k`` and ``beta`` without the held-out concepts.
+
+    A second encoder is trained without :data:`VALIDATION_CONCEPTS` (nor the held-out ones);
+    over a library of every corpus LoRA except the held-out concepts', weights only, each
+    (k, beta) of the grid is scored by recall@3 on the validation concepts' queries (which it
+    must find though it never saw them) plus recall@3 on the trained novel concepts' queries
+    (which it must keep finding); the best sum wins, ties to the smaller beta.
+    """
+    excluded = (*HELDOUT_CONCEPTS, *VALIDATION_CONCEPTS)
+    encoder, _ = train_encoder(entries, text_embedder, steps=steps, batch_size=batch_size, heldout=excluded,
+                               seed=seed, log=None)
+    library = [entry for entry in entries if entry.novel not in HELDOUT_CONCEPTS]
+    vectors = encoder.encode([entry.adapter for entry in library])
+    known = text_embedder.embed(known_descriptions(entries, excluded))
+    trained = sorted({str(e.novel) for e in library if e.novel and e.novel not in VALIDATION_CONCEPTS})
+    groups: dict[str, tuple[np.ndarray, list[set[int]]]] = {}
+    for label, names in (("validation", VALIDATION_CONCEPTS), ("seen", trained)):
+        queries, relevant = [], []
+        for name in names:
+            ids = {i for i, entry in enumerate(library) if entry.novel == name}
+            for query in concept_queries(name, captions):
+                queries.append(query)
+                relevant.append(ids)
+        groups[label] = (text_embedder.embed(queries), relevant)
+    grid: list[dict[str, float]] = []
+    for k in (k for k in NOVELTY_K if k <= len(known)):
+        for beta in NOVELTY_BETA:
+            novelty = Novelty(known=known, k=k, beta=beta)
+            index = novelty.index_vectors(vectors)
+            row = {"k": k, "beta": beta}
+            for label, (queries, relevant) in groups.items():
+                row[label] = recall_at_3(novelty.query_vectors(queries) @ index.T, relevant)
+            grid.append(row)
+    best = max(grid, key=lambda r: (round(r["validation"] + r["seen"], 9), -r["beta"]))
+    if log is not None:
+        log(f"novelty correction: k={best['k']} beta={best['beta']:g} (validation recall@3 {best['validation']:.3f}, "
+            f"seen {best['seen']:.3f}; none: {grid[0]['validation']:.3f} / {grid[0]['seen']:.3f})")
+    return NoveltyChoice(int(best["k"]), float(best["beta"]), best["validation"], best["seen"], grid)
+
+
+def save_encoder(encoder: WeightEncoder, out: Path, summary: dict[str, Any], novelty: Novelty | None = None) -> Path:
     folder = save_weight_encoder(encoder, out)
+    if novelty is not None:
+        novelty.save(folder)
     write_atomic(folder / REPORT_FILE, (json.dumps(summary, indent=1) + "\n").encode())
     return folder
 
@@ -548,6 +630,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--corpus", type=Path, default=CORPUS_ROOT, help="where the corpus is cached")
     parser.add_argument("--out", type=Path, default=WEIGHT_ENCODER_DIR, help="where the encoder is written")
     parser.add_argument("--corpus-only", action="store_true", help="build the corpus, train no encoder")
+    parser.add_argument("--no-novelty", action="store_true",
+                        help="ship no novelty correction (skips the validation encoder, about 2 minutes)")
     parser.add_argument("--list", action="store_true", help="print the plan and exit")
     return parser.parse_args(argv)
 
@@ -567,14 +651,27 @@ def fit_and_save(args: argparse.Namespace, jobs: Sequence[CorpusJob], corpus: Co
     encoder, report = train_encoder(entries, text, steps=args.steps, batch_size=args.batch,
                                     corpus=settings.folder_name, log=log)
     check = heldout_accuracy(encoder, entries, text)
+    novelty = None
+    choice = None
+    if not args.no_novelty:
+        choice = choose_novelty(entries, text, steps=args.steps, batch_size=args.batch, log=log)
+        known = text.embed(known_descriptions(entries, HELDOUT_CONCEPTS))
+        trained = encoder.encode([entry.adapter for entry in entries if entry.novel not in HELDOUT_CONCEPTS])
+        reference = float(np.median(Novelty(known=known, k=choice.k).familiarity(trained)))
+        novelty = Novelty(known=known, k=choice.k, beta=choice.beta, reference=reference)
     summary = {
         "loras": len(entries), "trained_on": int(encoder.config.extra["loras"]), "heldout": list(HELDOUT_CONCEPTS),
         "descriptions": len({e.description for e in entries}), "corpus": settings.folder_name,
         "steps": report.steps, "seconds": round(report.seconds, 1), "final_loss": round(report.final_loss, 4),
         "train_top1": round(report.top1, 4), "heldout_zero_shot": check,
         "corpus_seconds_per_lora": round(float(np.mean(corpus.seconds)), 2) if corpus.trained else None,
+        "novelty": None if choice is None else {
+            "k": choice.k, "beta": choice.beta, "reference": round(novelty.reference, 4) if novelty else None,
+            "validation_concepts": list(VALIDATION_CONCEPTS),
+            "validation_recall_at_3": round(choice.validation, 4), "seen_recall_at_3": round(choice.seen, 4),
+            "grid": [{key: round(value, 4) for key, value in row.items()} for row in choice.grid]},
     }
-    folder = save_encoder(encoder, args.out, summary)
+    folder = save_encoder(encoder, args.out, summary, novelty)
     log(f"encoder: {report.steps} steps in {report.seconds / 60:.1f} min, loss {report.final_loss:.3f}, "
         f"train top-1 {report.top1:.3f}; held-out zero-shot top-1 {check['top1']:.3f} top-3 {check['top3']:.3f} "
         f"over {check['count']} LoRAs -> {folder}")

@@ -30,6 +30,7 @@ from torch import nn
 
 from library.files import write_atomic
 from library.lora import LoraAdapter, LoraModule
+from retrieval.embedders.novelty import Novelty
 from retrieval.embedders.text import EmbedderUnavailableError
 from retrieval.paths import WEIGHT_ENCODER_DIR
 
@@ -232,13 +233,23 @@ def load_weight_encoder(folder: str | Path | None = None, device: str = "cpu") -
 
 
 class WeightEmbedder:
-    """Adapters -> vectors in the space of the text embedder the encoder was trained against."""
+    """Adapters -> vectors in the space of the text embedder the encoder was trained against.
 
-    def __init__(self, encoder: WeightEncoder | None = None, *, folder: str | Path | None = None) -> None:
+    ``novelty`` (default: the folder's ``known.safetensors``, when an encoder is loaded from a
+    folder) is the correction :meth:`index_vectors` / :meth:`query_vectors` apply for search.
+    """
+
+    def __init__(self, encoder: WeightEncoder | None = None, *, folder: str | Path | None = None,
+                 novelty: Novelty | None = None) -> None:
         self.encoder = encoder if encoder is not None else load_weight_encoder(folder)
+        if novelty is None and encoder is None:
+            novelty = Novelty.load(WEIGHT_ENCODER_DIR if folder is None else Path(folder))
+        self.novelty = novelty
         digest = hashlib.sha256(json.dumps(self.encoder.config.to_dict(), sort_keys=True).encode())
         for tensor in self.encoder.state_dict().values():
             digest.update(tensor.detach().cpu().float().numpy().tobytes()[:4096])
+        if novelty is not None:
+            digest.update(f"novelty {novelty.k} {novelty.beta}".encode())
         self._name = f"weights:{digest.hexdigest()[:8]}"
 
     @property
@@ -256,3 +267,17 @@ class WeightEmbedder:
 
     def embed_adapters(self, adapters: Sequence[LoraAdapter]) -> np.ndarray:
         return self.encoder.encode(adapters)
+
+    @property
+    def search_dimension(self) -> int:
+        """The width of :meth:`index_vectors` and :meth:`query_vectors`."""
+        return self.dimension + (1 if self.novelty is not None else 0)
+
+    def index_vectors(self, adapters: Sequence[LoraAdapter]) -> np.ndarray:
+        """What a weights-only index holds: the adapters' vectors, novelty-corrected when the encoder has it."""
+        vectors = self.embed_adapters(adapters)
+        return vectors if self.novelty is None else self.novelty.index_vectors(vectors)
+
+    def query_vectors(self, text_vectors: np.ndarray) -> np.ndarray:
+        """Text-space query vectors for a weights-only index built by :meth:`index_vectors`."""
+        return text_vectors if self.novelty is None else self.novelty.query_vectors(text_vectors)
