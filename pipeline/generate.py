@@ -32,10 +32,12 @@ def _adapters_applied(
     if not adapters:
         yield []
         return
-    with compose(base.pipe, list(adapters), fusion, num_inference_steps=steps, **(options or {})):
+    with compose(base.pipe, list(adapters), fusion, num_inference_steps=steps, **(options or {})) as session:
+        settings = session.method.options()  # what the method ran with (gated: curves, guidance gains, gate)
         yield [
             {"alias": spec.name, "weight": spec.weight, "role": spec.role, "fusion": fusion,
-             "hash": spec.adapter.metadata.get("medley.sha256", "")[:12]}
+             "hash": spec.adapter.metadata.get("medley.sha256", "")[:12],
+             **({"fusion_options": settings} if settings else {})}
             for spec in adapters
         ]
 

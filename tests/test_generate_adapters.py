@@ -83,6 +83,10 @@ def test_every_method_from_the_cli(two_adapters, tmp_path, capsys, method):
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [a["alias"] for a in record["adapters"]] == ["blobby", "wavy"]
     assert all(a["fusion"] == method for a in record["adapters"])
+    if method == "gated":  # the method's settings travel with the image
+        from fusion.methods.gated import DEFAULT_UNCOND
+
+        assert all(a["fusion_options"]["uncond"] == DEFAULT_UNCOND for a in record["adapters"])
 
 
 def test_unknown_adapter_and_bad_option_are_clear_errors(two_adapters, capsys, tmp_path):
