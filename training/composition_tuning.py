@@ -14,12 +14,13 @@ import sys
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from toyworld.concepts import combined_scenes, concept_attribute, concept_prompts
-from training.fusion_gate import Pair, pair_seed0
+from training.fusion_gate import Pair, load_starters, pair_seed0, training_pairs
 
 C = TypeVar("C", bound=Hashable)
 
@@ -58,6 +59,20 @@ def score_options(base: Any, judge: Any, pairs: Sequence[Pair], seeds: int, offs
             style_hits.append(read[concept_attribute(pair[1].concept)] == pair[1].name)
     both = [c and s for c, s in zip(content_hits, style_hits, strict=True)]
     return Score(float(np.mean(content_hits)), float(np.mean(style_hits)), float(np.mean(both)), len(both))
+
+
+def load_tuning(library: Path, max_pairs: int | None) -> tuple[list[Pair], Any, Any]:
+    """The training pairs of the starters in ``library`` (at most ``max_pairs``, spread), the
+    embedded base on the CPU (no progress bars) and the judge; exits when there is no pair."""
+    from pipeline import load_base
+    from toyworld.judge import Judge
+
+    pairs = spread_pairs(training_pairs(load_starters(library)), max_pairs)
+    if not pairs:
+        raise SystemExit("no (content, style) training pair in the library")
+    base = load_base(None, device="cpu")
+    base.pipe.set_progress_bar_config(disable=True)
+    return pairs, base, Judge.load()
 
 
 def best_of(scores: Mapping[C, Score], cost: Mapping[C, float]) -> C:

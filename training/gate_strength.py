@@ -36,8 +36,8 @@ from typing import Any
 from fusion.gate import GATE_DIR, FusionGate
 from fusion.methods.gated import DEFAULT_UNCOND
 from toyworld.concepts import COMPOSITION_HELDOUT
-from training.composition_tuning import Score, best_of, log, score_options, spread_pairs
-from training.fusion_gate import STARTER_DIR, Pair, load_starters, pair_name, training_pairs
+from training.composition_tuning import Score, best_of, load_tuning, log, score_options
+from training.fusion_gate import STARTER_DIR, Pair, pair_name
 
 TUNING_OFFSET = 700  # per pair: seeds pair_seed0 + 700.. (training uses 0.., validation 500..)
 DEFAULT_CONTENT = (1.0, 1.2, 1.4)
@@ -103,16 +103,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    from pipeline import load_base
-    from toyworld.judge import Judge
-
     gate = FusionGate.load(args.gate)
-    pairs = spread_pairs(training_pairs(load_starters(args.library)), args.max_pairs)
-    if not pairs:
-        raise SystemExit("no (content, style) training pair in the library")
-    base = load_base(None, device="cpu")
-    base.pipe.set_progress_bar_config(disable=True)
-    judge = Judge.load()
+    pairs, base, judge = load_tuning(args.library, args.max_pairs)
     candidates = [Candidate(c, s) for c, s in product(args.content, args.style)]
     log(f"{len(candidates)} candidates x {len(pairs)} training pairs x {args.seeds} seeds "
         f"({len(candidates) * len(pairs) * args.seeds} images)")

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from fusion.gate import GATE_DIR
-from training.composition_tuning import Score, best_of, log, score_options, spread_pairs
-from training.fusion_gate import STARTER_DIR, load_starters, pair_name, training_pairs
+from training.composition_tuning import Score, best_of, load_tuning, log, score_options
+from training.fusion_gate import STARTER_DIR, pair_name
 
 TUNING_OFFSET = 800  # per pair: seeds pair_seed0 + 800.. (gate training 0.., validation 500.., strengths 700..)
 DEFAULT_CONTENT = (0.0, 0.25, 0.5, 1.0)
@@ -73,16 +73,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     from fusion.gate import FusionGate
-    from pipeline import load_base
-    from toyworld.judge import Judge
-
-    pairs = spread_pairs(training_pairs(load_starters(args.library)), args.max_pairs)
-    if not pairs:
-        raise SystemExit("no (content, style) training pair in the library")
+    pairs, base, judge = load_tuning(args.library, args.max_pairs)
     base_options: dict[str, Any] = {} if args.gate is None else {"gate": FusionGate.load(args.gate)}
-    base = load_base(None, device="cpu")
-    base.pipe.set_progress_bar_config(disable=True)
-    judge = Judge.load()
     candidates = [Gains(c, s) for c, s in product(args.content, args.style)]
     log(f"{len(candidates)} candidates x {len(pairs)} training pairs x {args.seeds} seeds "
         f"({len(candidates) * len(pairs) * args.seeds} images), {'trained gate' if args.gate else 'schedule'}")

@@ -205,7 +205,7 @@ def test_schedule_editor_plots_each_role_per_step() -> None:
     frame = curve_frame(default_text("content"), default_text("style"), 10)
     assert list(frame.columns) == ["step", "weight", "role"] and len(frame) == 20
     first = frame[frame.step == 1].set_index("role").weight
-    assert (first["content"], first["style"]) == (1.0, 0.3)  # the defaults at the first (noisiest) step
+    assert (first["content"], first["style"]) == (1.0, 0.0)  # the defaults at the first (noisiest) step: style silent
     flat = curve_frame("", "0.5", 4)  # no content curve: weight 1; a window from half-way
     assert flat[flat.role == "content"].weight.tolist() == [1.0] * 4
     assert flat[flat.role == "style"].weight.tolist() == [0.0, 0.0, 1.0, 1.0]
