@@ -394,7 +394,7 @@ def load_weights(folder: Path, corpus_root: Path) -> tuple[Any, list[CorpusEntry
     entries = load_corpus(corpus) if corpus.is_dir() else []
     if not entries:
         return None, [], heldout, (f"no corpus LoRAs in {corpus}: build them with python -m training.weight_encoder "
-                                   "--corpus-only (about 17 minutes on 2 cores; the shipped encoder is kept)")
+                                   "--corpus-only (about 20 minutes on 2 cores; the shipped encoder is kept)")
     return weights, entries, heldout, ""
 
 
