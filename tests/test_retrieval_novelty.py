@@ -58,6 +58,10 @@ def test_it_ships_in_the_encoder_folder_and_the_embedder_uses_it(tmp_path) -> No
     assert corrected.novelty is not None
     assert (corrected.novelty.k, corrected.novelty.beta, corrected.novelty.reference) == (1, 2.0, 0.25)
     assert corrected.search_dimension == 9 and corrected.name != plain.name  # another index, not a stale one
+    moved = WeightEmbedder(folder=folder, novelty=Novelty(known=corrected.novelty.known, k=1, beta=2.0, reference=0.5))
+    other = WeightEmbedder(folder=folder, novelty=Novelty(known=unit([[1] * 8, [1, 1, -1, -1] * 2]), k=1, beta=2.0,
+                                                          reference=0.25))
+    assert len({corrected.name, moved.name, other.name}) == 3  # reference and known vectors change the index too
     vectors = corrected.index_vectors(adapters)
     assert vectors.shape == (2, 9)
     np.testing.assert_allclose(vectors[:, :8], plain.embed_adapters(adapters), atol=1e-6)

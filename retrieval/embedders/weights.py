@@ -248,8 +248,9 @@ class WeightEmbedder:
         digest = hashlib.sha256(json.dumps(self.encoder.config.to_dict(), sort_keys=True).encode())
         for tensor in self.encoder.state_dict().values():
             digest.update(tensor.detach().cpu().float().numpy().tobytes()[:4096])
-        if novelty is not None:
-            digest.update(f"novelty {novelty.k} {novelty.beta}".encode())
+        if novelty is not None:  # every part of the correction changes the vectors an index holds
+            digest.update(f"novelty {novelty.k} {novelty.beta!r} {novelty.reference!r}".encode())
+            digest.update(np.ascontiguousarray(novelty.known, dtype=np.float32).tobytes())
         self._name = f"weights:{digest.hexdigest()[:8]}"
 
     @property
