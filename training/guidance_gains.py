@@ -13,7 +13,8 @@ i.e. the smaller change from the loaders' behaviour, then the first listed) is w
 ``--gate`` tunes under the trained gate (``assets/fusion-gate``) instead of the schedule. Cost
 on the toy base, 2-core CPU: about 0.42 s an image with the schedule (0.75 with the gate) when it
 ran the guidance halves as two passes; the default grid (4 x 3 candidates x 36 pairs x 4 seeds)
-took 14 minutes then, and adapter guidance now costs no extra pass.
+took 14 minutes then, and adapter guidance now costs no extra pass: 13 minutes on 2026-12-02,
+when the run over the retrained (800-step) starter shapes chose content 0.5 / style 0.75 again.
 """
 
 from __future__ import annotations
