@@ -10,8 +10,7 @@ from fusion import blocks
 from fusion.prompt_syntax import LoraReference
 from fusion.schedule import Schedule, ScheduleLike, as_schedule
 from library.lora import LoraAdapter
-
-ROLES: tuple[str, ...] = ("content", "style", "other")
+from library.vocabulary import ROLES
 
 
 @dataclass(init=False, eq=False)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-KINDS: tuple[str, ...] = ("content", "style", "other")
-BASES: tuple[str, ...] = ("sd1", "sd2", "sdxl", "toy", "unknown")
+from library.vocabulary import BASES, KINDS
+
+__all__ = ["BASES", "KINDS", "AdapterRecord"]
 
 
 @dataclass

@@ -40,6 +40,7 @@ from torch import nn
 
 from fusion.methods.b4m import METADATA_FROZEN, METADATA_ROLE
 from library.lora import LoraAdapter, LoraModule
+from library.vocabulary import B4M_ROLES
 from training.lora_trainer import (
     ATTENTION_TARGETS,
     LoraTrainer,
@@ -48,7 +49,6 @@ from training.lora_trainer import (
     TrainingData,
 )
 
-ROLES: tuple[str, ...] = ("content", "style", "combined")
 BASIS_ROWS = 1280  # the reference implementation draws A and C from a 1280-row orthonormal basis
 
 
@@ -137,8 +137,8 @@ class B4MBackend:
 
     def __init__(self, role: str, rank: int, alpha: float, targets: Sequence[str] = ATTENTION_TARGETS,
                  frozen: float = 0.5, slow: float = 0.1, init: LoraAdapter | None = None) -> None:
-        if role not in ROLES:
-            raise ValueError(f"Break-for-Make role must be one of {', '.join(ROLES)}, got {role!r}")
+        if role not in B4M_ROLES:
+            raise ValueError(f"Break-for-Make role must be one of {', '.join(B4M_ROLES)}, got {role!r}")
         if not 0.0 < frozen < 1.0:
             raise ValueError(f"the frozen fraction must lie in (0, 1), got {frozen}")
         self.role, self.rank, self.alpha = role, rank, float(alpha)

@@ -39,6 +39,7 @@ from PIL import Image
 
 from library.lora import LoraAdapter
 from library.records import AdapterRecord
+from library.vocabulary import B4M_ROLES, KINDS
 from training import runs
 from training.captions import check_trigger, class_word_of, instance_captions, replace_trigger
 from training.images import TrainingInputError, check_folder, load_image_folder
@@ -50,8 +51,6 @@ from training.lora_trainer import (
     TrainingData,
 )
 
-KINDS: tuple[str, ...] = ("content", "style", "other")
-B4M_ROLES: tuple[str, ...] = ("content", "style", "combined")
 # defaults that depend on the base: the toy base learns fast at 32 px; SD wants diffusers' usual values
 FAMILY_DEFAULTS: dict[str, dict[str, float]] = {
     "toy": {"learning_rate": 2e-3, "steps": 400, "batch_size": 16, "sample_steps": 20},

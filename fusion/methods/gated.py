@@ -58,7 +58,8 @@ from fusion.guidance import validate_gains
 from fusion.layer import FusedLayer
 from fusion.methods.base import FusionMethod
 from fusion.schedule import Schedule, ScheduleLike, as_schedule
-from fusion.spec import ROLES, AdapterSpec
+from fusion.spec import AdapterSpec
+from library.vocabulary import ROLES
 
 DEFAULT_CURVES: dict[str, ScheduleLike] = {
     "content": [(0.0, 1.0), (1.0, 1.0)],
