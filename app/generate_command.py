@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +48,6 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_generate)
 
 
-def _output_paths(out: Path | None, count: int, seed: int) -> list[Path]:
-    if out is None:
-        from library.home import outputs_dir
-
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        return [outputs_dir() / f"{stamp}-{seed}-{i}.png" for i in range(count)]
-    if count == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}-{i}{out.suffix or '.png'}") for i in range(count)]
-
-
 def _fusion_options(items: list[str]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for item in items:
@@ -79,11 +67,11 @@ def _fail(error: BaseException) -> int:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from library.catalog import open_catalog
+    """Translate the arguments into one render request per prompt; the core does the rest."""
     from library.errors import LibraryError
-    from pipeline import BaseModelError, GenerationResult, generate, load_base, save_png
-    from pipeline.adapters import parse_pick, resolve_adapters
+    from pipeline import BaseModelError, RenderRequest, Studio, load_base, save_outcome
     from pipeline.grid import save_grid
+    from pipeline.studio import parse_pick
 
     try:
         options = _fusion_options(args.fusion_option)
@@ -91,53 +79,36 @@ def _run_generate(args: argparse.Namespace) -> int:
         base = load_base(args.base, device=args.device, attention=args.attention)
     except (BaseModelError, FileNotFoundError, RuntimeError, ValueError) as error:
         return _fail(error)
-    wants_adapters = bool(picks or args.auto or any("<lora:" in p.lower() for p in args.prompts))
-    catalog = open_catalog() if wants_adapters else None
-    retriever = None
-    if args.auto:
-        from retrieval import Retriever
-
-        assert catalog is not None
-        retriever = Retriever(catalog.list())
-    rows = []
+    studio = Studio(base)
+    outcomes = []
     try:
         for prompt in args.prompts:
-            if catalog is None:
-                rows.append(generate(base, prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps,
-                                     guidance=args.guidance, width=args.width, height=args.height, batch=args.batch))
-                continue
-            # with --auto each image of a batch may use its own subset of the plan (Stylus' masks)
-            plan = retriever.plan(prompt, base=base.family, batch=args.batch) if retriever else None
-            images, provenance = [], []
-            groups = range(args.batch) if plan is not None else [None]
-            for i in groups:
-                planned = plan.fusion_specs(i) if plan is not None and i is not None else []
-                resolved = resolve_adapters(catalog, prompt, picks, planned, base_family=base.family,
-                                            add_trigger_words=not args.no_triggers)
-                result = generate(base, resolved.prompt, negative_prompt=args.negative,
-                                  seed=args.seed + (i or 0), steps=args.steps, guidance=args.guidance,
-                                  width=args.width, height=args.height, batch=1 if i is not None else args.batch,
-                                  adapters=resolved.specs, fusion=args.fusion, fusion_options=options)
-                images += result.images
-                provenance += result.provenance
-            rows.append(GenerationResult(images=images, provenance=provenance))
+            outcomes.append(studio.render(RenderRequest(
+                prompt=prompt, negative_prompt=args.negative, seed=args.seed, batch=args.batch, steps=args.steps,
+                guidance=args.guidance, width=args.width, height=args.height, picks=picks, auto=args.auto,
+                fusion=args.fusion, fusion_options=options, add_triggers=not args.no_triggers)))
     except (LibraryError, ValueError) as error:
         return _fail(error)
-    images = [image for result in rows for image in result.images]
-    records = [p for result in rows for p in result.provenance]
-    paths = _output_paths(args.out, len(images), args.seed)
-    for image, record, path in zip(images, records, paths, strict=True):
-        save_png(image, record, path)
+    images = [image for outcome in outcomes for image in outcome.images]
+    records = [record for outcome in outcomes for record in outcome.provenance]
+    if args.out is None:
+        from library.home import outputs_dir
+
+        paths = save_outcome(images, records, outputs_dir())
+    else:
+        paths = save_outcome(images, records, args.out.parent, out=args.out)
     if args.grid is not None:
-        save_grid([r.images for r in rows], args.prompts, args.grid)
+        save_grid([outcome.images for outcome in outcomes], args.prompts, args.grid)
+    for note in (note for outcome in outcomes for note in outcome.notices):
+        print(f"medley: {note}", file=sys.stderr)
     if args.json:
         for record, path in zip(records, paths, strict=True):
             print(json.dumps({"path": str(path), **record.to_dict()}))
-    else:
-        for record, path in zip(records, paths, strict=True):
-            used = ", ".join(f"{a['alias']}:{a['weight']:g}" for a in record.adapters)
-            print(f"{path}  seed {record.seed}  {record.seconds:.2f}s  {record.prompt}"
-                  + (f"  [{used} via {args.fusion}]" if used else ""))
-        if args.grid is not None:
-            print(f"grid: {args.grid}")
+        return 0
+    for record, path in zip(records, paths, strict=True):
+        used = ", ".join(f"{a['alias']}:{a['weight']:g}" for a in record.adapters)
+        print(f"{path}  seed {record.seed}  {record.seconds:.2f}s  {record.prompt}"
+              + (f"  [{used} via {args.fusion}]" if used else ""))
+    if args.grid is not None:
+        print(f"grid: {args.grid}")
     return 0

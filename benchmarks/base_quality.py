@@ -23,7 +23,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 from pipeline import generate, load_base  # noqa: E402
-from pipeline.generate import generate_batch  # noqa: E402
 from toyworld.dataset import SEEDS_BENCHMARK, render_scenes  # noqa: E402
 from toyworld.judge import Judge, accuracy, read_labels  # noqa: E402
 from toyworld.scene import caption, sample_scene  # noqa: E402
@@ -48,8 +47,8 @@ def main() -> None:
     prompts = [caption(s) for s in scenes]
     expected = [s.labels() for s in scenes]
     started = time.perf_counter()
-    images = generate_batch(base, prompts, [SEEDS_BENCHMARK + i for i in range(len(prompts))], steps=args.steps,
-                            guidance=args.cfg)
+    images = generate(base, prompts, seed=[SEEDS_BENCHMARK + i for i in range(len(prompts))], steps=args.steps,
+                      guidance=args.cfg).images
     batch_seconds = (time.perf_counter() - started) / len(images)
     arrays = np.stack([np.asarray(image) for image in images])
     read = read_labels(judge, arrays)

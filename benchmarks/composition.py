@@ -10,8 +10,10 @@ when there is none) and b4m (the training-free projection for ordinary LoRAs). B
 methods use adapter guidance (:mod:`fusion.guidance`); ``gated_unguided`` and
 ``gated_trained_unguided`` are the same without it, as ablations. Each
 adapter acts at its preferred weight (``medley.preferred_weight``, 1.0 for the starters)
-unless ``--weight`` is given. Images of one (pair, method) go through ``generate_batch``
-in one call, with the same prompts and seeds for every method.
+unless ``--weight`` is given. Images of one (pair, method) go through the product's render
+path, ``pipeline.Studio.render`` (the adapters catalogued in a temporary MEDLEY_HOME, picked
+by name with their roles, the captions used as they are), in one pipeline run, with the same
+prompts and seeds for every method.
 
 The judge reads each image back. Per image: content present (shape == the content
 concept), style present (texture == the texture concept, palette == the palette concept),
@@ -381,7 +383,7 @@ class Progress:
 class Runner:
     """Generates and judges (combination, method, weight) once each; later asks hit the cache."""
 
-    base: Any
+    studio: Any  # pipeline.Studio over a catalogue of the adapters (their names are the concepts')
     judge: Any
     adapters: dict[str, Any]
     preferred: dict[str, float]  # each adapter's preferred weight
@@ -412,20 +414,20 @@ class Runner:
         return self.cache[key]
 
     def _generate(self, combo: Combo, method: str, weights: tuple[float, ...]) -> ComboResult:
-        from fusion import AdapterSpec
-        from pipeline.generate import generate_batch
+        from pipeline import Pick, RenderRequest
         from toyworld.judge import read_labels
 
         seeds = combo.seeds(self.seeds)
         prompts, labels = concept_prompts(combined_scenes(combo.concepts, seeds))
-        specs = [
-            AdapterSpec(c.name, self.adapters[c.name], weight=w, role=role)
+        picks = [
+            Pick(c.name, weight=w, role=role)
             for c, w, role in zip(combo.concepts, weights, roles_for(method, combo.concepts), strict=True)
         ]
         fusion, options = self.methods[method]
         started = time.perf_counter()
-        images = generate_batch(self.base, prompts, seeds, steps=self.steps, adapters=specs, fusion=fusion,
-                                fusion_options=options)
+        images = self.studio.render(RenderRequest(prompt=prompts, seed=seeds, steps=self.steps, picks=picks,
+                                                  fusion=fusion, fusion_options=options or {},
+                                                  add_triggers=False)).images
         seconds = time.perf_counter() - started
         reads = read_labels(self.judge, np.stack([np.asarray(image) for image in images]))
         return ComboResult(combo, method, weights, score_images(reads, labels, combo.concepts), seconds, images)
@@ -597,6 +599,22 @@ def run_sweep(runner: Runner, pairs: Sequence[Combo], methods: Sequence[str], we
     return {m: {w: sweep_both(runner.run_all(pairs, [m], w)) for w in weights} for m in methods}
 
 
+def catalogued_studio(base: Any, directory: Path, names: Sequence[str]) -> Any:
+    """A ``pipeline.Studio`` whose catalogue (in a temporary MEDLEY_HOME) holds the adapters ``names`` of
+    ``directory`` under their concept names: the benchmark renders through the product path."""
+    import tempfile
+
+    from library.catalog import Catalog
+    from pipeline import Studio
+
+    catalog = Catalog(Path(tempfile.mkdtemp(prefix="medley-composition-")), register_starters=False)
+    for name in names:
+        record = catalog.register(directory / f"{name}.safetensors", source="starter")
+        if record.name != name:
+            catalog.edit(record.name, name=name)
+    return Studio(base, catalog)
+
+
 def measure(args: argparse.Namespace) -> Outcome:
     adapters, preferred, notes = load_adapters(args.dir)
     concepts, _ = concepts_from_names(list(adapters))
@@ -621,7 +639,8 @@ def measure(args: argparse.Namespace) -> Outcome:
     base.pipe.set_progress_bar_config(disable=True)
     judge = Judge.load()
     progress = Progress((len(pairs) + len(triples)) * len(methods))
-    runner = Runner(base, judge, adapters, preferred, table, args.seeds, args.steps, progress)
+    runner = Runner(catalogued_studio(base, args.dir, sorted(adapters)), judge, adapters, preferred, table,
+                    args.seeds, args.steps, progress)
     if methods:
         runner.warm_up(pairs[0], methods[0])
     pair_results = runner.run_all(pairs, methods, args.weight)

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from library.formats.reader import read_adapter  # noqa: E402
 from pipeline import load_base  # noqa: E402
-from pipeline.generate import generate_batch  # noqa: E402
+from pipeline.generate import generate  # noqa: E402
 from toyworld.concepts import concept_attribute  # noqa: E402
 from toyworld.judge import Judge, read_labels  # noqa: E402
 from toyworld.vocab import NOVEL_CONCEPTS  # noqa: E402
@@ -48,7 +48,7 @@ def main() -> None:
         adapter = read_adapter(path)
         accuracy = concept_accuracy(base, judge, adapter, concept, args.count)
         prompts, labels, seeds = evaluation_prompts(concept, args.count)
-        bare = read_labels(judge, np.stack([np.asarray(i) for i in generate_batch(base, prompts, seeds)]))
+        bare = read_labels(judge, np.stack([np.asarray(i) for i in generate(base, prompts, seed=seeds).images]))
         attribute = concept_attribute(concept)
         without = float(np.mean([r[attribute] == e[attribute] for r, e in zip(bare, labels, strict=True)]))
         rows.append((adapter_name(concept), concept.kind, concept.trigger, accuracy, without,

@@ -10,7 +10,7 @@
 
 from fusion.gate import FusionGate
 from fusion.methods import FUSION_METHODS, FusionMethod
-from fusion.prompt_syntax import LoraReference, add_triggers, parse_prompt
+from fusion.prompt_syntax import LoraReference, parse_prompt
 from fusion.schedule import Schedule
 from fusion.session import FusionSession, compose
 from fusion.spec import AdapterSpec
@@ -23,7 +23,6 @@ __all__ = [
     "FusionSession",
     "LoraReference",
     "Schedule",
-    "add_triggers",
     "compose",
     "parse_prompt",
 ]

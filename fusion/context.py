@@ -1,9 +1,11 @@
-"""The shared timestep context: set once per UNet call, read by every fused layer.
+"""The shared timestep context: where sampling stands, read by every fused layer.
 
-A forward pre-hook on the UNet hands the call's ``timestep`` to :meth:`StepContext.observe`,
-which places it in the scheduler's ``timesteps`` to get the step index and the fraction
-of sampling done. Layers never walk or get told anything: they compare the session's
-gate version with the one they cached.
+On the product path the pipeline drives it: before a run the session is given the run's
+timesteps (:meth:`StepContext.drive`), and the pipeline's step callback moves it to the next
+step (:meth:`StepContext.at`); nothing is read from the UNet's inputs. For a UNet called
+outside a pipeline run (training with random timesteps, a hand-written loop) a forward
+pre-hook hands the call's ``timestep`` to :meth:`StepContext.observe` instead. Layers never
+walk or get told anything: they compare the session's gate version with the one they cached.
 """
 
 from __future__ import annotations
@@ -38,10 +40,36 @@ class StepContext:
     _schedule: list[float] = field(default_factory=list)
     _schedule_source: Any = None
 
+    driven: bool = False  # a pipeline run is telling the steps (observe() then does nothing)
+
     def reset(self) -> None:
         self.step, self.fraction, self.timestep, self.solo = -1, 0.0, None, None
         self._schedule_source = None
+        self.driven = False
         self.version += 1
+
+    def drive(self, timesteps: Sequence[float]) -> None:
+        """A pipeline run over ``timesteps`` starts: stand at its first step."""
+        self._schedule = [float(t) for t in timesteps]
+        self._schedule_source = None
+        self.driven = True
+        self.step = -1
+        self.at(0)
+
+    def at(self, index: int) -> bool:
+        """Stand at step ``index`` of the driven run (past the end: stay at the last); whether it moved."""
+        num = len(self._schedule) or 1
+        index = min(max(index, 0), num - 1)
+        timestep = self._schedule[index] if self._schedule else None
+        changed = index != self.step or timestep != self.timestep or num != self.num_steps
+        self.step, self.num_steps, self.fraction, self.timestep = index, num, index / num, timestep
+        if changed:
+            self.version += 1
+        return changed
+
+    def release(self) -> None:
+        """The driven run ended: UNet calls are observed again."""
+        self.driven = False
 
     def _timesteps(self, scheduler: Any) -> list[float]:
         source = getattr(scheduler, "timesteps", None) if scheduler is not None else None
@@ -57,8 +85,8 @@ class StepContext:
         return self._schedule
 
     def observe(self, timestep: Any, scheduler: Any = None) -> bool:
-        """Take the timestep of a UNet call; return whether the step changed."""
-        if timestep is None:
+        """Take the timestep of a UNet call outside a driven run; return whether the step changed."""
+        if timestep is None or self.driven:
             return False
         if isinstance(timestep, torch.Tensor):
             values = timestep.detach().flatten().float()

@@ -13,17 +13,15 @@ of that amplification an adapter gets, per role (content, style, other).
 
 It costs no extra UNet pass: the fused layers (:mod:`fusion.layer`) scale the low-rank
 activations ``down x`` of the unconditional rows by each adapter's gain before the up
-projection, in the same call. It acts only on a guided step's batch (:func:`guiding`, checked by
-the session when the UNet is called); a bare UNet call, training or guidance 1 is unchanged.
+projection, in the same call. It acts only in a guided run: the pipeline run that the session drives
+(:meth:`fusion.session.FusionSession.run`, which :func:`pipeline.generate` uses) says how many rows
+the unconditional half holds; a bare UNet call, training or guidance 1 is unchanged.
 The text encoder's adapters (if any) are not touched: the gains act on the UNet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import torch
 
 
 def validate_gains(gains: Mapping[str, float], roles: tuple[str, ...], what: str) -> dict[str, float]:
@@ -37,20 +35,3 @@ def validate_gains(gains: Mapping[str, float], roles: tuple[str, ...], what: str
             raise ValueError(f"{what}: {role} must be a finite number >= 0, got {value!r}")
         out[str(role)] = gain
     return out
-
-
-def guiding(pipe: Any, sample: torch.Tensor) -> bool:
-    """Whether this UNet call is a classifier-free-guidance batch ``[uncond; cond]``.
-
-    The pipeline says it guides (``do_classifier_free_guidance``, which keeps its value after
-    a call returns) and the two halves hold the same latents, as a guided step's do; a direct
-    UNet call (training, a test) has no such halves.
-    """
-    try:
-        guided = bool(getattr(pipe, "do_classifier_free_guidance", False))
-    except (AttributeError, TypeError):  # the pipeline has not been called yet
-        return False
-    if not guided or sample.dim() == 0 or sample.shape[0] % 2:
-        return False
-    size = sample.shape[0] // 2
-    return bool(torch.equal(sample[:size], sample[size:]))

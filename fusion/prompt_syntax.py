@@ -1,4 +1,4 @@
-"""A1111-style LoRA tags in prompts, and trigger words.
+"""A1111-style LoRA tags in prompts: the one tag parser (trigger words live in :mod:`library.triggers`).
 
 Grammar of a tag (A1111 compatible, plus a step schedule after ``@``)::
 
@@ -95,23 +95,3 @@ def parse_prompt(prompt: str) -> tuple[str, list[LoraReference]]:
     cleaned = re.sub(r"([,;])(\s*[,;])+", r"\1", cleaned)
     cleaned = cleaned.strip().strip(",;").strip()
     return cleaned, references
-
-
-def has_trigger(prompt: str, trigger: str) -> bool:
-    """Whether ``trigger`` appears in ``prompt`` as whole words (case-insensitive)."""
-    words = trigger.strip()
-    if not words:
-        return True
-    return re.search(rf"(?<!\w){re.escape(words)}(?!\w)", prompt, re.IGNORECASE) is not None
-
-
-def add_triggers(prompt: str, triggers: list[str] | tuple[str, ...]) -> str:
-    """Prepend the trigger words that ``prompt`` lacks (in order, once each): ``"zorbl, a red ..."``."""
-    missing: list[str] = []
-    for trigger in triggers:
-        trigger = trigger.strip()
-        if trigger and not has_trigger(prompt, trigger) and not any(has_trigger(m, trigger) for m in missing):
-            missing.append(trigger)
-    if not missing:
-        return prompt
-    return ", ".join([*missing, prompt]) if prompt.strip() else ", ".join(missing)

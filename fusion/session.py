@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -11,7 +11,6 @@ from torch import nn
 from fusion import blocks, injection
 from fusion.checks import ensure_applicable
 from fusion.context import StepContext
-from fusion.guidance import guiding
 from fusion.layer import FusedLayer, Slot, weight_of
 from fusion.methods import FusionMethod, make_method
 from fusion.spec import AdapterSpec
@@ -208,14 +207,28 @@ class FusionSession:
         self.attached = False
         self.uncond_gains, self.guided_rows = None, 0
 
-    def swap(self, adapters: Sequence[AdapterSpec | LoraAdapter]) -> FusionSession:
-        """Compose another set of adapters with the same method, reusing the wrappers.
+    def swap(
+        self,
+        adapters: Sequence[AdapterSpec | LoraAdapter],
+        method: FusionMethod | None = None,
+        num_inference_steps: int | None = None,
+    ) -> FusionSession:
+        """Compose another set of adapters (and, if given, another method), reusing the wrappers.
 
         The new set is checked first; if it is refused, the current one stays attached.
         """
         specs = as_specs(adapters)
-        entries, plan = self._plan(specs)
-        self.detach(keep=frozenset(plan) if not self.method.static else frozenset())
+        previous = self.method
+        if method is not None:
+            self.method = method
+        try:
+            entries, plan = self._plan(specs)
+        except BaseException:
+            self.method = previous
+            raise
+        self.detach(keep=frozenset(plan) if not (self.method.static or previous.static) else frozenset())
+        if num_inference_steps is not None:
+            self.context.num_inference_steps = num_inference_steps
         self.specs = specs
         self._apply(entries, plan)
         return self
@@ -228,13 +241,56 @@ class FusionSession:
 
     # ---------------------------------------------------------------- per step
     def _observe(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """A UNet call outside a driven run (training, a bare UNet): take the step from its timestep."""
+        if self.context.driven:
+            return
         timestep = kwargs["timestep"] if "timestep" in kwargs else (args[1] if len(args) > 1 else None)
-        if self.uncond_gains is not None:
-            sample = kwargs["sample"] if "sample" in kwargs else (args[0] if args else None)
-            guided = isinstance(sample, torch.Tensor) and guiding(self.pipe, sample)
-            self.guided_rows = sample.shape[0] // 2 if guided else 0
         if self.context.observe(timestep, self.scheduler):
             self._advance()
+
+    def begin_run(self, timesteps: Sequence[float], guided_rows: int = 0) -> None:
+        """A sampling run starts over ``timesteps``; ``guided_rows``: the rows of the unconditional half of
+        each UNet batch (the pipeline lays out ``[uncond; cond]``), 0 when the run does not guide."""
+        self.context.drive(timesteps)
+        self.guided_rows = int(guided_rows) if self.uncond_gains is not None else 0
+        self._advance()
+
+    def step_done(self, index: int) -> None:
+        """Step ``index`` of the run finished (the pipeline's step callback): move to the next."""
+        if self.context.at(index + 1):
+            self._advance()
+
+    def end_run(self) -> None:
+        self.context.release()
+        self.guided_rows = 0
+
+    def run(self, **call: Any) -> Any:
+        """``self.pipe(**call)`` with this session driving the steps and the guidance layout.
+
+        The run's timesteps come from the scheduler (set for ``num_inference_steps`` before the call,
+        as the pipeline sets them), the step from the pipeline's ``callback_on_step_end`` (chained with
+        the caller's), and the unconditional rows from the batch the call lays out when it guides
+        (``guidance_scale`` > 1): no UNet input is inspected.
+        """
+        pipe = self.pipe
+        steps = int(call.get("num_inference_steps", 50))
+        scheduler = pipe.scheduler
+        scheduler.set_timesteps(steps)
+        timesteps = [float(t) for t in scheduler.timesteps.tolist()]
+        guidance = float(call.get("guidance_scale", 7.5))
+        unet_config = getattr(self.components.get("unet"), "config", None)
+        guided = guidance > 1.0 and getattr(unet_config, "time_cond_proj_dim", None) is None
+        caller: Callable[..., Any] | None = call.pop("callback_on_step_end", None)
+
+        def on_step_end(pipeline: Any, index: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            self.step_done(index)
+            return caller(pipeline, index, timestep, kwargs) if caller is not None else kwargs
+
+        self.begin_run(timesteps, _rows_of(call) if guided else 0)
+        try:
+            return pipe(**call, callback_on_step_end=on_step_end)
+        finally:
+            self.end_run()
 
     def _step_vector(self) -> list[float] | None:
         context, count = self.context, len(self.entries)
@@ -300,6 +356,16 @@ class FusionSession:
     def description(self) -> str:
         parts = [f"{s.name}:{s.weight:g}" + (f" ({s.role})" if s.role != "other" else "") for s in self.specs]
         return f"{self.method.name}[{', '.join(parts)}]"
+
+
+def _rows_of(call: Mapping[str, Any]) -> int:
+    """Images a pipeline call renders (the rows of each half of a guided UNet batch)."""
+    latents = call.get("latents")
+    if isinstance(latents, torch.Tensor):
+        return int(latents.shape[0])
+    prompt = call.get("prompt")
+    count = len(prompt) if isinstance(prompt, list) else 1
+    return count * int(call.get("num_images_per_prompt", 1) or 1)
 
 
 def compose(

@@ -7,13 +7,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
+from library.vocabulary import APPLICABLE_BASES
 from pipeline.attention import configure_attention
+from pipeline.fusion_host import FusionHost
 from pipeline.toy_base import TOY_BASE_DIR, is_toy_base, load_toy_base
 
 PICKLED_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
@@ -28,12 +30,23 @@ class BaseModelError(ValueError):
 class LoadedBase:
     pipe: DiffusionPipeline
     name: str  # what provenance calls the model
-    family: str  # "toy", "sd1", "sdxl"
+    family: str  # one of library.vocabulary.APPLICABLE_BASES: "toy", "sd1", "sd2", "sdxl"
     model_hash: str  # short hash of the weights, as A1111 prints it
     attention: str  # "sdpa" or "xformers"
     default_size: int
     default_guidance: float
     sampler: str
+    prediction_type: str = "epsilon"  # the scheduler's: "epsilon" or "v_prediction" (SD2-v)
+    fusion: FusionHost = field(init=False, repr=False)  # the base's persistent fusion session
+
+    def __post_init__(self) -> None:
+        if self.family not in APPLICABLE_BASES:
+            raise ValueError(f"unknown base family {self.family!r} (one of {', '.join(APPLICABLE_BASES)})")
+        self.fusion = FusionHost(self.pipe)
+
+    def release_adapters(self) -> None:
+        """Detach the adapters the last generation left attached (the base is restored exactly)."""
+        self.fusion.release()
 
 
 def _weights_hash(files: list[Path]) -> str:
@@ -47,10 +60,15 @@ def _weights_hash(files: list[Path]) -> str:
     return digest.hexdigest()[:10]
 
 
+_CROSS_ATTENTION_FAMILIES = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+
+
 def _family_of(pipe: DiffusionPipeline) -> str:
+    """``sdxl`` for an XL pipeline, else ``sd1`` or ``sd2`` by the UNet's cross-attention width."""
     if isinstance(pipe, StableDiffusionXLPipeline):
         return "sdxl"
-    return "sd1"
+    width = getattr(getattr(getattr(pipe, "unet", None), "config", None), "cross_attention_dim", 768)
+    return _CROSS_ATTENTION_FAMILIES.get(int(width) if isinstance(width, int) else 768, "sd1")
 
 
 def _device(device: str | None) -> torch.device:
@@ -141,7 +159,7 @@ def _finish(
         model_hash = _weights_hash(list(source.rglob("*.safetensors")))
     else:
         model_hash = _weights_hash([source])
-    size = {"toy": 32, "sd1": 512, "sdxl": 1024}[family]
+    size = {"toy": 32, "sd1": 512, "sd2": 768, "sdxl": 1024}[family]
     sample_size = getattr(getattr(pipe, "unet", None), "config", None)
     if family != "toy" and sample_size is not None:
         size = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
@@ -154,4 +172,5 @@ def _finish(
         default_size=size,
         default_guidance=3.0 if family == "toy" else (5.0 if family == "sdxl" else 7.5),
         sampler=type(pipe.scheduler).__name__.replace("Scheduler", ""),
+        prediction_type=str(getattr(pipe.scheduler.config, "prediction_type", "epsilon")),
     )

@@ -1,21 +1,23 @@
-"""Text to image on a loaded base, with per-image seeds and provenance."""
+"""Text to image on a loaded base: the one generation entry point, with per-image seeds and provenance."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image
 
-from fusion import AdapterSpec, compose
+from fusion import AdapterSpec
 from pipeline.base import LoadedBase
 from pipeline.provenance import Provenance
 
 StepCallback = Callable[[int, int], None]
+MAX_BATCH = 64  # images of one prompt in one call
+MAX_IMAGES = 10_000  # images of one call given a list of prompts
+CHUNK = 32  # images per pipeline call
 
 
 @dataclass
@@ -24,57 +26,75 @@ class GenerationResult:
     provenance: list[Provenance]
 
 
-@contextlib.contextmanager
-def _adapters_applied(
-    base: LoadedBase, adapters: Sequence[AdapterSpec], fusion: str, steps: int, options: dict[str, Any] | None
-) -> Iterator[list[dict[str, object]]]:
-    """Attach ``adapters`` with ``fusion`` for the duration of one generation; yields their provenance."""
-    if not adapters:
-        yield []
-        return
-    with compose(base.pipe, list(adapters), fusion, num_inference_steps=steps, **(options or {})) as session:
-        settings = session.method.options()  # what the method ran with (gated: curves, guidance gains, gate)
-        yield [
-            {"alias": spec.name, "weight": spec.weight, "role": spec.role, "fusion": fusion,
-             "hash": spec.adapter.metadata.get("medley.sha256", "")[:12],
-             **({"fusion_options": settings} if settings else {})}
-            for spec in adapters
-        ]
-
-
 def _check(name: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low} and {high}, got {value}")
 
 
+def image_prompts(prompt: str | Sequence[str], batch: int | None) -> list[str]:
+    if isinstance(prompt, str):
+        count = 1 if batch is None else batch
+        _check("batch", count, 1, MAX_BATCH)
+        prompts = [prompt] * count
+    else:
+        prompts = list(prompt)
+        if batch is not None and batch != len(prompts):
+            raise ValueError(f"batch {batch} does not match the {len(prompts)} prompts given")
+        _check("the number of images", len(prompts), 1, MAX_IMAGES)
+    for text in prompts:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("the prompt is empty")
+    return prompts
+
+
+def image_seeds(seed: int | Sequence[int], count: int) -> list[int]:
+    seeds = [int(seed) + i for i in range(count)] if isinstance(seed, int) else [int(s) for s in seed]
+    if len(seeds) != count:
+        raise ValueError(f"{len(seeds)} seeds given for {count} images")
+    for value in seeds:
+        if value < 0 or value >= 2**63:
+            raise ValueError(f"seed must be a non-negative 64-bit integer, got {value}")
+    return seeds
+
+
+def _adapter_provenance(adapters: Sequence[AdapterSpec], fusion: str, settings: dict[str, Any]
+                        ) -> list[dict[str, object]]:
+    return [
+        {"alias": spec.name, "weight": spec.weight, "role": spec.role, "fusion": fusion,
+         "hash": spec.adapter.metadata.get("medley.sha256", "")[:12],
+         **({"fusion_options": settings} if settings else {})}
+        for spec in adapters
+    ]
+
+
 def generate(
     base: LoadedBase,
-    prompt: str,
+    prompt: str | Sequence[str],
     negative_prompt: str = "",
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     steps: int = 20,
     guidance: float | None = None,
     width: int | None = None,
     height: int | None = None,
-    batch: int = 1,
+    batch: int | None = None,
     on_step: StepCallback | None = None,
     adapters: Sequence[AdapterSpec] = (),
     fusion: str = "merge",
     fusion_options: dict[str, Any] | None = None,
 ) -> GenerationResult:
-    """Render ``batch`` images of ``prompt``; image i uses seed ``seed + i``.
+    """Render images of ``prompt`` (one prompt ``batch`` times, or one image per prompt of a list).
 
-    So any image of a batch is reproduced exactly by generating it alone with its
-    own seed. ``guidance``, ``width`` and ``height`` default to the base's own.
-    ``adapters`` are composed with the ``fusion`` method (see :mod:`fusion`) for this
-    call only; the base is restored afterwards.
+    Image i uses seed ``seed + i`` (or ``seed[i]`` when a list is given), drawn on the CPU, so any
+    image is reproduced exactly by generating it alone with its own seed. ``guidance``, ``width``
+    and ``height`` default to the base's own. ``adapters`` are composed with the ``fusion`` method
+    (see :mod:`fusion`) through the base's persistent fusion session (:class:`pipeline.fusion_host.
+    FusionHost`), which keeps them attached for the next call; without adapters the base runs as it
+    is. Images go through the pipeline ``CHUNK`` at a time; ``on_step(done, total)`` reports steps
+    over all of them.
     """
-    if not prompt.strip():
-        raise ValueError("the prompt is empty")
+    prompts = image_prompts(prompt, batch)
+    seeds = image_seeds(seed, len(prompts))
     _check("steps", steps, 1, 500)
-    _check("batch", batch, 1, 64)
-    if seed < 0 or seed >= 2**63:
-        raise ValueError(f"seed must be a non-negative 64-bit integer, got {seed}")
     guidance = base.default_guidance if guidance is None else float(guidance)
     width = width or base.default_size
     height = height or base.default_size
@@ -83,48 +103,53 @@ def generate(
         _check(name, value, multiple, 4096)
         if value % multiple:
             raise ValueError(f"{name} must be a multiple of {multiple}, got {value}")
-    device = base.pipe.device
-    generators = [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(batch)]
-    latents = _initial_latents(base, generators, width, height)
-    callback = None
-    if on_step is not None:
-
-        def callback(pipe, step_index, timestep, kwargs):  # type: ignore[no-untyped-def]
-            on_step(step_index + 1, steps)
-            return kwargs
-
-    started = time.perf_counter()
-    with _adapters_applied(base, adapters, fusion, steps, fusion_options) as used, torch.inference_mode():
-        output = base.pipe(
-            prompt=[prompt] * batch,
-            negative_prompt=[negative_prompt] * batch if negative_prompt else None,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            width=width,
-            height=height,
-            latents=latents.to(device),
-            callback_on_step_end=callback,
+    if adapters:
+        session = base.fusion.apply(adapters, fusion, fusion_options, steps)
+        used = _adapter_provenance(adapters, fusion, session.method.options())
+        call: Callable[..., Any] = session.run
+    else:
+        base.fusion.release()
+        used, call = [], base.pipe
+    chunks = [range(start, min(start + CHUNK, len(prompts))) for start in range(0, len(prompts), CHUNK)]
+    images: list[Image.Image] = []
+    provenance: list[Provenance] = []
+    for number, chunk in enumerate(chunks):
+        generators = [torch.Generator(device="cpu").manual_seed(seeds[i]) for i in chunk]
+        latents = _initial_latents(base, generators, width, height)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            output = call(
+                prompt=[prompts[i] for i in chunk],
+                negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                width=width,
+                height=height,
+                latents=latents.to(base.pipe.device),
+                callback_on_step_end=_progress(on_step, number, len(chunks), steps),
+            )
+        elapsed = (time.perf_counter() - started) / len(chunk)
+        images.extend(output.images)
+        provenance.extend(
+            Provenance(prompt=prompts[i], negative_prompt=negative_prompt, steps=steps, sampler=base.sampler,
+                       guidance=guidance, seed=seeds[i], width=width, height=height, model=base.name,
+                       model_hash=base.model_hash, attention=base.attention, adapters=used,
+                       seconds=round(elapsed, 4))
+            for i in chunk
         )
-    elapsed = (time.perf_counter() - started) / batch
-    provenance = [
-        Provenance(
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            steps=steps,
-            sampler=base.sampler,
-            guidance=guidance,
-            seed=seed + i,
-            width=width,
-            height=height,
-            model=base.name,
-            model_hash=base.model_hash,
-            attention=base.attention,
-            adapters=used,
-            seconds=round(elapsed, 4),
-        )
-        for i in range(batch)
-    ]
-    return GenerationResult(images=list(output.images), provenance=provenance)
+    return GenerationResult(images=images, provenance=provenance)
+
+
+def _progress(on_step: StepCallback | None, number: int, chunks: int, steps: int) -> Callable[..., Any] | None:
+    """The pipeline's step callback reporting ``on_step(done, total)`` over every chunk."""
+    if on_step is None:
+        return None
+
+    def callback(pipe: Any, step_index: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        on_step(number * steps + step_index + 1, chunks * steps)
+        return kwargs
+
+    return callback
 
 
 def _initial_latents(base: LoadedBase, generators: list[torch.Generator], width: int, height: int) -> torch.Tensor:
@@ -135,39 +160,3 @@ def _initial_latents(base: LoadedBase, generators: list[torch.Generator], width:
     dtype = pipe.unet.dtype
     noise = [torch.randn(shape, generator=g, dtype=torch.float32) for g in generators]
     return torch.cat(noise).to(dtype)
-
-
-def generate_batch(
-    base: LoadedBase,
-    prompts: list[str],
-    seeds: list[int],
-    steps: int = 20,
-    guidance: float | None = None,
-    negative_prompt: str = "",
-    batch_size: int = 32,
-    adapters: Sequence[AdapterSpec] = (),
-    fusion: str = "merge",
-    fusion_options: dict[str, Any] | None = None,
-) -> list[Image.Image]:
-    """One image per (prompt, seed), rendered ``batch_size`` at a time (for benchmarks and sweeps)."""
-    if len(prompts) != len(seeds):
-        raise ValueError("prompts and seeds must have the same length")
-    guidance = base.default_guidance if guidance is None else float(guidance)
-    size = base.default_size
-    images: list[Image.Image] = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds[start : start + batch_size]]
-        latents = _initial_latents(base, generators, size, size)
-        with _adapters_applied(base, adapters, fusion, steps, fusion_options), torch.inference_mode():
-            output = base.pipe(
-                prompt=chunk,
-                negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                width=size,
-                height=size,
-                latents=latents.to(base.pipe.device),
-            )
-        images.extend(output.images)
-    return images

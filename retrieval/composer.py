@@ -6,17 +6,17 @@ in the whole plan (it goes to the concept where it scores best); an adapter's we
 ``preferred_weight`` divided by the number of adapters active in its concept. For a batch,
 image 0 gets the full plan and every other image a seeded mask per concept: all, none, or one
 adapter (one-hot), for diversity. Trigger words of the active adapters that the prompt lacks
-are appended to the prompt.
+are placed by :func:`library.triggers.add_triggers`, as generation places them.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from library.records import AdapterRecord
+from library.triggers import add_triggers
 from retrieval.concepts import Concept
 from retrieval.plan import ConceptPlan, ImagePlan, Plan, PlannedAdapter
 from retrieval.scoring import Scored, ScoringConfig
@@ -29,27 +29,13 @@ class ComposerConfig:
     max_per_concept: int = 3
     max_total: int | None = None  # cap on adapters in the whole plan (None: no cap)
     candidates_per_concept: int = 32  # nearest neighbours fetched from the index per concept
-    triggers_per_adapter: int = 1  # trigger words appended when the prompt has none of the adapter's
+    triggers_per_adapter: int = 1  # trigger words added when the prompt has none of the adapter's
     scoring: ScoringConfig = ScoringConfig()
 
 
-def _contains(prompt: str, word: str) -> bool:
-    return re.search(r"(?<!\w)" + re.escape(word.lower()) + r"(?!\w)", prompt.lower()) is not None
-
-
-def add_triggers(prompt: str, adapters: Sequence[PlannedAdapter], per_adapter: int = 1) -> str:
-    """``prompt`` plus, for each adapter none of whose triggers it contains, its first triggers."""
-    extra: list[str] = []
-    for adapter in adapters:
-        triggers = [t for t in adapter.triggers if t.strip()]
-        if not triggers or any(_contains(prompt, t) for t in triggers):
-            continue
-        for trigger in triggers[:per_adapter]:
-            if trigger.lower() not in (e.lower() for e in extra):
-                extra.append(trigger)
-    if not extra:
-        return prompt
-    return ", ".join([prompt.rstrip(" ,")] + extra) if prompt.strip() else ", ".join(extra)
+def plan_triggers(prompt: str, adapters: Sequence[PlannedAdapter], per_adapter: int = 1) -> str:
+    """``prompt`` with the trigger words of ``adapters`` placed as generation places them."""
+    return add_triggers(prompt, [adapter.triggers for adapter in adapters], per_adapter)
 
 
 def select(
@@ -142,11 +128,11 @@ def compose(
         active: list[PlannedAdapter] = []
         for concept_index, (items, keep) in enumerate(zip(chosen, mask, strict=True)):
             active.extend(_weighted([i for i, on in zip(items, keep, strict=True) if on], records, concept_index))
-        images.append(ImagePlan(index, add_triggers(prompt, active, config.triggers_per_adapter), tuple(active), mask))
+        images.append(ImagePlan(index, plan_triggers(prompt, active, config.triggers_per_adapter), tuple(active), mask))
     full = [adapter for concept in concept_plans for adapter in concept.adapters]
     return Plan(
         prompt=prompt,
-        final_prompt=add_triggers(prompt, full, config.triggers_per_adapter),
+        final_prompt=plan_triggers(prompt, full, config.triggers_per_adapter),
         base=base,
         concepts=concept_plans,
         images=tuple(images),

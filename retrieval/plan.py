@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from library.picks import Pick
+
 
 @dataclass(frozen=True)
 class PlannedAdapter:
@@ -20,9 +22,10 @@ class PlannedAdapter:
     concept: int  # index into Plan.concepts
     reasons: tuple[str, ...] = ()
 
-    def fusion_spec(self) -> tuple[str, float, str]:
-        """What the fusion engine takes: (name, weight, role)."""
-        return self.name, self.weight, self.role
+    def pick(self, concept: str = "") -> Pick:
+        """The plan's choice as the core render service takes it (source ``auto``)."""
+        return Pick(name=self.name, weight=self.weight, role=self.role, source="auto", concept=concept,
+                    reasons=self.reasons)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,11 +86,10 @@ class Plan:
         """Every adapter of the full plan, concept by concept."""
         return tuple(adapter for concept in self.concepts for adapter in concept.adapters)
 
-    def fusion_specs(self, image: int = 0) -> list[tuple[str, float, str]]:
-        """(name, weight, role) per active adapter of one image of the batch."""
-        if not self.images:
-            return [a.fusion_spec() for a in self.adapters]
-        return [a.fusion_spec() for a in self.images[image].adapters]
+    def picks(self, image: int = 0) -> list[Pick]:
+        """The active adapters of one image of the batch (image 0: the full plan), as picks."""
+        adapters = self.images[image].adapters if self.images else self.adapters
+        return [a.pick(self.concepts[a.concept].text if a.concept < len(self.concepts) else "") for a in adapters]
 
     def prompts(self) -> list[str]:
         """One prompt per image of the batch."""

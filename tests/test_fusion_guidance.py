@@ -1,5 +1,7 @@
 """Adapter guidance: per-role gains in the unconditional half of classifier-free guidance."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -16,13 +18,14 @@ def loras(pipe):
     return [random_lora(pipe.unet, rank, seed, alpha=rank) for seed, rank in enumerate((4, 8))]
 
 
-@pytest.fixture
-def guiding(pipe):
-    """Make the pipeline report classifier-free guidance, as it does inside ``__call__``."""
-    before = pipe.__dict__.get("_guidance_scale")
-    pipe._guidance_scale = 3.0
-    yield pipe
-    pipe._guidance_scale = 1.0 if before is None else before
+@contextlib.contextmanager
+def guided_run(session, rows=2):
+    """A run the session is told guides, with ``rows`` rows in each half (as FusionSession.run says it)."""
+    session.begin_run([700.0], guided_rows=rows)
+    try:
+        yield
+    finally:
+        session.end_run()
 
 
 def unet_out(pipe, batch=4, seed=0, halves=True):
@@ -50,11 +53,11 @@ def gate(pipe):
 
 
 @pytest.mark.parametrize("trained", [False, True])
-def test_uncond_half_runs_each_role_at_its_gain(guiding, loras, gate, trained):
-    pipe = guiding
+def test_uncond_half_runs_each_role_at_its_gain(pipe, loras, gate, trained):
     options = {"gate": gate, "strengths": {}} if trained else FLAT
-    with compose(pipe, specs_of(loras), "gated", uncond={"content": 0.0, "style": 0.5}, **options):
-        guided = unet_out(pipe)
+    with compose(pipe, specs_of(loras), "gated", uncond={"content": 0.0, "style": 0.5}, **options) as session:
+        with guided_run(session):
+            guided = unet_out(pipe)
     with compose(pipe, specs_of(loras, content=0.0, style=0.5), "gated", uncond={}, **options):
         uncond_half = unet_out(pipe)[:2]
     with compose(pipe, specs_of(loras), "gated", uncond={}, **options):
@@ -69,10 +72,11 @@ def unet_out_plain(pipe, loras):
 
 
 @pytest.mark.parametrize("halves", [True, False])
-def test_without_a_guided_batch_the_gains_change_nothing(pipe, loras, guiding, halves):
-    if halves:  # a guided layout, but the pipeline is not guiding
-        pipe._guidance_scale = 1.0
-    with compose(pipe, specs_of(loras), "gated", uncond={"content": 0.0, "style": 0.0}, **FLAT):
+def test_without_a_guided_run_the_gains_change_nothing(pipe, loras, halves):
+    # a batch laid out as a guided step's, but no run told the session it guides: nothing is sniffed
+    with compose(pipe, specs_of(loras), "gated", uncond={"content": 0.0, "style": 0.0}, **FLAT) as session:
+        if not halves:  # an unguided run
+            session.begin_run([700.0], guided_rows=0)
         guided = unet_out(pipe, halves=halves)
     with compose(pipe, specs_of(loras), "gated", uncond={}, **FLAT):
         plain = unet_out(pipe, halves=halves)
@@ -90,10 +94,10 @@ def test_gains_of_one_are_the_plain_method_and_provenance_records_them(pipe, lor
 
 def test_guided_pipeline_run_is_deterministic_and_differs_from_unguided(pipe, loras):
     def run(uncond):
-        with compose(pipe, specs_of(loras), "gated", uncond=uncond):
+        with compose(pipe, specs_of(loras), "gated", uncond=uncond) as session:
             g = torch.Generator().manual_seed(0)
-            return pipe(prompt="a red circle", num_inference_steps=3, output_type="latent", generator=g,
-                        guidance_scale=3.0, height=32, width=32).images
+            return session.run(prompt="a red circle", num_inference_steps=3, output_type="latent", generator=g,
+                               guidance_scale=3.0, height=32, width=32).images
 
     first, second = run({"content": 0.0, "style": 0.5}), run({"content": 0.0, "style": 0.5})
     assert torch.equal(first, second)

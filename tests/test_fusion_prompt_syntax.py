@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from fusion import AdapterSpec, Schedule, add_triggers, blocks, parse_prompt
+from fusion import AdapterSpec, Schedule, blocks, parse_prompt
 from fusion.prompt_syntax import parse_tag
 from library.lora import LoraAdapter
+from library.triggers import add_triggers
 
 
 def test_tags_are_parsed_out_of_the_prompt():
@@ -99,3 +100,6 @@ def test_trigger_words_are_added_when_missing():
     assert add_triggers("a zorblish thing", ["zorbl"]) == "zorbl, a zorblish thing"  # whole words only
     assert add_triggers("x", ["", "  "]) == "x"
     assert add_triggers("a b", ["t", "t"]) == "t, a b"
+    # per adapter: none of its triggers present -> its first one; one of them present -> none
+    assert add_triggers("a circle", [["zorbl", "blob"], ["wav"]]) == "zorbl, wav, a circle"
+    assert add_triggers("a blob circle", [["zorbl", "blob"]]) == "a blob circle"

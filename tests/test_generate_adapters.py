@@ -12,8 +12,8 @@ from library.catalog import open_catalog
 from library.errors import LibraryError
 from library.formats.writer import write_kohya
 from library.metadata import AdapterInfo
-from pipeline import generate, read_parameters
-from pipeline.adapters import parse_pick, resolve_adapters
+from pipeline import Pick, RenderError, RenderRequest, Studio, generate, read_parameters
+from pipeline.studio import parse_pick
 
 
 @pytest.fixture
@@ -35,28 +35,64 @@ def two_adapters(toy_base, tmp_path, medley_home):
     return infos
 
 
-def test_resolve_adapters_precedence_triggers_and_roles(two_adapters):
-    with open_catalog() as catalog:
-        resolved = resolve_adapters(
-            catalog,
-            "a red circle <lora:blobby:0.6> on a blue background",
-            picks=[parse_pick("blobby:0.9"), parse_pick("wavy:0.3")],
-            planned=[("wavy", 0.8, "style")],
-        )
-    weights = {spec.name: spec.weight for spec in resolved.specs}
-    assert weights == {"blobby": 0.6, "wavy": 0.3}  # tag beats pick beats plan
-    roles = {spec.name: spec.role for spec in resolved.specs}
-    assert roles == {"blobby": "content", "wavy": "style"}
-    assert "<lora:" not in resolved.prompt
-    assert "blobword" in resolved.prompt and "wavword" in resolved.prompt
+def test_render_precedence_triggers_and_roles(two_adapters, toy_base):
+    studio = Studio(toy_base, open_catalog())
+    outcome = studio.render(RenderRequest(
+        "a red circle <lora:blobby:0.6> on a blue background", steps=2,
+        picks=[parse_pick("blobby:0.9"), parse_pick("wavy:0.3"), Pick("wavy", 0.8, role="style", source="auto")]))
+    picks = outcome.picks[0]
+    assert {pick.name: pick.weight for pick in picks} == {"blobby": 0.6, "wavy": 0.3}  # tag beats pick beats plan
+    assert {pick.name: pick.source for pick in picks} == {"blobby": "tag", "wavy": "manual"}
+    assert {pick.name: pick.role for pick in picks} == {"blobby": "content", "wavy": "style"}  # catalogue kinds
+    prompt = outcome.prompts[0]
+    assert "<lora:" not in prompt and prompt == "blobword, wavword, a red circle on a blue background"
+    assert outcome.provenance[0].prompt == prompt and outcome.runs == 1
 
 
-def test_resolve_refuses_unknown_and_other_base(two_adapters):
-    with open_catalog() as catalog:
-        with pytest.raises(LibraryError, match="no adapter named 'nosuch'"):
-            resolve_adapters(catalog, "a circle <lora:nosuch:1>")
-        with pytest.raises(ValueError, match="made for base 'toy'"):
-            resolve_adapters(catalog, "a circle <lora:blobby:1>", base_family="sd1")
+def test_render_refuses_unknown_and_other_base(two_adapters, toy_base):
+    studio = Studio(toy_base, open_catalog())
+    with pytest.raises(LibraryError, match="no adapter named 'nosuch'"):
+        studio.render(RenderRequest("a circle <lora:nosuch:1>", steps=1))
+    toy_base.family = "sd1"
+    try:
+        with pytest.raises(RenderError, match=r"made for the embedded toy base \(toy\); the loaded base is Stable"):
+            studio.render(RenderRequest("a circle <lora:blobby:1>", steps=1))
+    finally:
+        toy_base.family = "toy"
+    with pytest.raises(RenderError, match="unknown fusion method"):
+        studio.render(RenderRequest("a circle", fusion="average"))
+
+
+def test_repeated_render_reads_no_file_and_wraps_nothing_anew(two_adapters, toy_base, monkeypatch):
+    import library.catalog
+    from fusion import layer
+
+    reads, wraps = [], []
+    read = library.catalog.read_adapter
+    monkeypatch.setattr(library.catalog, "read_adapter", lambda path: reads.append(path) or read(path))
+    init = layer.FusedLayer.__init__
+    monkeypatch.setattr(layer.FusedLayer, "__init__", lambda self, base: wraps.append(1) or init(self, base))
+    studio = Studio(toy_base, open_catalog())
+    request = RenderRequest("a circle <lora:blobby:0.8> <lora:wavy:0.5>", steps=2, seed=4)
+    first = studio.render(request)
+    assert len(reads) == 2
+    reads.clear(), wraps.clear()
+    second = studio.render(request)
+    assert reads == [] and wraps == []  # the adapter cache and the kept fusion session
+    assert studio.adapters.stats.hits == 2 and toy_base.fusion.swaps >= 1
+    assert np.array_equal(np.asarray(first.images[0]), np.asarray(second.images[0]))
+    toy_base.release_adapters()
+
+
+def test_batch_runs_group_images_and_each_equals_its_solo_render(two_adapters, toy_base):
+    studio = Studio(toy_base, open_catalog())
+    prompts = ["a red circle <lora:blobby:1>", "a blue square", "a green star <lora:blobby:1>"]
+    outcome = studio.render(RenderRequest(prompts, seed=[5, 6, 7], steps=3))
+    assert outcome.runs == 2  # images 0 and 2 share their adapters
+    for index, prompt in enumerate(prompts):
+        solo = studio.render(RenderRequest(prompt, seed=5 + index, steps=3))
+        assert np.array_equal(np.asarray(solo.images[0]), np.asarray(outcome.images[index])), index
+    toy_base.release_adapters()
 
 
 def test_generate_with_tag_changes_image_and_restores_base(two_adapters, tmp_path):
@@ -107,9 +143,15 @@ def test_search_ranks_by_trigger_and_description(two_adapters, capsys):
     assert capsys.readouterr().out.splitlines()[1].split()[1] == "blobby"
 
 
-def test_python_api_generate_with_specs(two_adapters, toy_base):
-    with open_catalog() as catalog:
-        resolved = resolve_adapters(catalog, "a yellow star on a purple background", [parse_pick("wavy:1")])
-    result = generate(toy_base, resolved.prompt, seed=2, steps=4, adapters=resolved.specs, fusion="merge")
-    assert result.provenance[0].adapters[0]["alias"] == "wavy"
-    assert result.provenance[0].prompt.startswith("wavword")
+def test_python_api_render_and_generate_with_specs(two_adapters, toy_base):
+    studio = Studio(toy_base, open_catalog())
+    outcome = studio.render(RenderRequest("a yellow star on a purple background", seed=2, steps=4,
+                                          picks=[parse_pick("wavy:1")]))
+    assert outcome.provenance[0].adapters[0]["alias"] == "wavy"
+    assert outcome.provenance[0].prompt.startswith("wavword")
+    adapter = studio.adapters.get(studio.catalog.get("wavy"))
+    from fusion import AdapterSpec
+
+    result = generate(toy_base, outcome.prompts[0], seed=2, steps=4, adapters=[AdapterSpec("wavy", adapter, 1.0)])
+    assert np.array_equal(np.asarray(result.images[0]), np.asarray(outcome.images[0]))
+    toy_base.release_adapters()

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from library.records import AdapterRecord
-from retrieval.composer import ComposerConfig, add_triggers, batch_masks, compose, select
+from retrieval.composer import ComposerConfig, batch_masks, compose, plan_triggers, select
 from retrieval.concepts import split_concepts
 from retrieval.embedders.hashing import HashingEmbedder
 from retrieval.plan import Plan
@@ -68,12 +68,14 @@ def test_compose_weights_triggers_and_json() -> None:
                    base="toy", config=ComposerConfig(relative_margin=1.0))
     weights = {a.name: a.weight for a in plan.adapters}
     assert weights == pytest.approx({"heart": 0.45, "heart-alt": 0.4, "stripes": 0.8})
-    assert plan.final_prompt == "a red heart on diagonal stripes hartok, hartok2, slantor"
-    assert plan.fusion_specs() == [("heart", pytest.approx(0.45), "content"), ("heart-alt", pytest.approx(0.4),
-                                   "content"), ("stripes", pytest.approx(0.8), "style")]
+    # triggers are placed as generation places them (library.triggers): missing ones in front
+    assert plan.final_prompt == "hartok2, slantor, a red heart on diagonal stripes hartok"
+    assert [(p.name, p.weight, p.role, p.source) for p in plan.picks()] == [
+        ("heart", pytest.approx(0.45), "content", "auto"), ("heart-alt", pytest.approx(0.4), "content", "auto"),
+        ("stripes", pytest.approx(0.8), "style", "auto")]
     data = json.loads(json.dumps(plan.to_dict()))
     assert Plan.from_dict(data).to_dict() == plan.to_dict()
-    assert add_triggers("", plan.adapters) == "hartok, hartok2, slantor"
+    assert plan_triggers("", plan.adapters) == "hartok, hartok2, slantor"
 
 
 def test_batch_masks_and_per_image_weights() -> None:

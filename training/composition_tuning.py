@@ -41,7 +41,7 @@ def tuning_seeds(pair: Pair, count: int, offset: int) -> list[int]:
 def score_options(base: Any, judge: Any, pairs: Sequence[Pair], seeds: int, offset: int,
                   fusion_options: Mapping[str, Any], steps: int = 20) -> Score:
     """Render ``seeds`` composed prompts per pair with the gated method under ``fusion_options``; judge them."""
-    from pipeline.generate import generate_batch
+    from pipeline.generate import generate
     from toyworld.judge import read_labels
 
     content_hits: list[bool] = []
@@ -51,8 +51,8 @@ def score_options(base: Any, judge: Any, pairs: Sequence[Pair], seeds: int, offs
         pair_seeds = tuning_seeds(pair, seeds, offset)
         prompts, _ = concept_prompts(combined_scenes(concepts, pair_seeds))
         specs = [starter.spec() for starter in pair]
-        images = generate_batch(base, prompts, pair_seeds, steps=steps, adapters=specs, fusion="gated",
-                                fusion_options=dict(fusion_options))
+        images = generate(base, prompts, seed=pair_seeds, steps=steps, adapters=specs, fusion="gated",
+                          fusion_options=dict(fusion_options)).images
         reads = read_labels(judge, np.stack([np.asarray(image.convert("RGB")) for image in images]))
         for read in reads:
             content_hits.append(read[concept_attribute(pair[0].concept)] == pair[0].name)

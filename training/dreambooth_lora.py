@@ -309,7 +309,7 @@ def _config(args: TrainArgs) -> LoraTrainingConfig:
 
 def class_images(base, args: TrainArgs, folder: Path, events: TrainingEvents) -> np.ndarray:  # type: ignore[no-untyped-def]
     """The prior-preservation images: rendered once from the class prompt, cached as PNGs."""
-    from pipeline.generate import generate_batch
+    from pipeline.generate import generate
 
     assert args.class_prompt is not None and args.sample_steps is not None
     cache = folder / runs.CLASS_DIR
@@ -330,7 +330,7 @@ def class_images(base, args: TrainArgs, folder: Path, events: TrainingEvents) ->
     for start in range(0, len(missing), 32):
         chunk = missing[start:start + 32]
         seeds = [CLASS_SEED0 + args.seed * 10_000 + i for i in chunk]
-        rendered = generate_batch(base, [args.class_prompt] * len(chunk), seeds, steps=args.sample_steps)
+        rendered = generate(base, [args.class_prompt] * len(chunk), seed=seeds, steps=args.sample_steps).images
         for i, image in zip(chunk, rendered, strict=True):
             _save_png(image, paths[i])
             images[i] = np.asarray(image.convert("RGB"))
@@ -411,11 +411,11 @@ def _run(folder: Path, base, events: TrainingEvents, catalog) -> TrainResult:  #
         def validate(step: int) -> None:
             if not args.validate_every or (step % args.validate_every and step != trainer.config.steps):
                 return
-            from pipeline.generate import generate_batch
+            from pipeline.generate import generate
 
             assert args.sample_steps is not None
-            images = generate_batch(base, prompts, [args.seed + i for i in range(len(prompts))],
-                                    steps=args.sample_steps)
+            images = generate(base, prompts, seed=[args.seed + i for i in range(len(prompts))],
+                              steps=args.sample_steps).images
             paths = [_save_png(image, folder / runs.VALIDATION_DIR / f"step-{step:06d}-{i}.png")
                      for i, image in enumerate(images)]
             rendered.extend(paths)
@@ -500,13 +500,13 @@ def adapter_info(args: TrainArgs, data: TrainingData):  # type: ignore[no-untype
 def save_preview(base, adapter: LoraAdapter, args: TrainArgs, prompts: list[str], path: Path) -> Path:  # type: ignore[no-untyped-def]
     """A 2x2 sheet of the validation prompts rendered with the adapter."""
     from fusion import AdapterSpec
-    from pipeline.generate import generate_batch
+    from pipeline.generate import generate
 
     assert args.sample_steps is not None
     chosen = [prompts[i % len(prompts)] for i in range(4)]
     role = args.kind if args.kind in ("content", "style") else "other"
-    images = generate_batch(base, chosen, [args.seed + i for i in range(4)], steps=args.sample_steps,
-                            adapters=[AdapterSpec(args.name, adapter, weight=1.0, role=role)])
+    images = generate(base, chosen, seed=[args.seed + i for i in range(4)], steps=args.sample_steps,
+                      adapters=[AdapterSpec(args.name, adapter, weight=1.0, role=role)]).images
     cell = max(64, min(256, base.default_size))
     sheet = Image.new("RGB", (cell * 2, cell * 2))
     resample = Image.Resampling.NEAREST if base.default_size < cell else Image.Resampling.LANCZOS

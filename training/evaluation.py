@@ -36,10 +36,10 @@ class Scored:
 def _render(base, prompts: list[str], seeds: list[int], adapter: LoraAdapter | None, role: str,  # type: ignore[no-untyped-def]
             steps: int, weight: float) -> np.ndarray:
     from fusion import AdapterSpec
-    from pipeline.generate import generate_batch
+    from pipeline.generate import generate
 
     specs = [AdapterSpec("evaluated", adapter, weight=weight, role=role)] if adapter is not None else []
-    images = generate_batch(base, prompts, seeds, steps=steps, adapters=specs)
+    images = generate(base, prompts, seed=seeds, steps=steps, adapters=specs).images
     return np.stack([np.asarray(image.convert("RGB")) for image in images])
 
 

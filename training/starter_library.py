@@ -125,11 +125,11 @@ def concept_accuracy(base, judge: Judge, adapter: LoraAdapter, concept: NovelCon
                      weight: float = 1.0, steps: int = 20, seed_base: int = SEEDS_STARTER_EVAL) -> float:
     """Share of trigger-prompt images in which the judge finds the concept."""
     from fusion import AdapterSpec
-    from pipeline.generate import generate_batch
+    from pipeline.generate import generate
 
     prompts, labels, seeds = evaluation_prompts(concept, count, seed_base)
     spec = AdapterSpec(adapter_name(concept), adapter, weight=weight, role=catalogue_kind(concept))
-    images = generate_batch(base, prompts, seeds, steps=steps, adapters=[spec])
+    images = generate(base, prompts, seed=seeds, steps=steps, adapters=[spec]).images
     read = read_labels(judge, np.stack([np.asarray(image) for image in images]))
     attribute = concept_attribute(concept)
     return float(np.mean([r[attribute] == label[attribute] for r, label in zip(read, labels, strict=True)]))
@@ -140,11 +140,11 @@ def save_preview(base, adapter: LoraAdapter, concept: NovelConcept, path: Path) 
     from PIL import Image
 
     from fusion import AdapterSpec
-    from pipeline.generate import generate_batch
+    from pipeline.generate import generate
 
     prompts, _, _ = evaluation_prompts(concept, len(PREVIEW_SEEDS))
     spec = AdapterSpec(adapter_name(concept), adapter, weight=1.0, role=catalogue_kind(concept))
-    images = generate_batch(base, prompts, list(PREVIEW_SEEDS), steps=20, adapters=[spec])
+    images = generate(base, prompts, seed=list(PREVIEW_SEEDS), steps=20, adapters=[spec]).images
     cell = 64
     sheet = Image.new("RGB", (cell * 2, cell * 2))
     for i, image in enumerate(images):

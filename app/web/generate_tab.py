@@ -3,16 +3,18 @@ the gallery (each image captioned with its seed and adapters)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from app.web.adapter_table import DATATYPES, HEADERS, manual_rows, rows_from_table, table_from_rows
 from app.web.errors import user_errors
 from app.web.schedule_editor import build_schedule_editor, default_text, fusion_options, wire_schedule_editor
-from app.web.services import AdapterRow, GenerateOutcome, GenerateRequest, MedleyServices
+from app.web.services import AdapterRow, GenerateRequest, MedleyServices
+
+if TYPE_CHECKING:
+    from pipeline import RenderOutcome
 
 GenerateOutputs = tuple[list[tuple[str, str]], list[dict[str, Any]], str, list[list[Any]]]
 
@@ -41,18 +43,15 @@ def shown_prompt(prompts: list[str]) -> str:
     return "\n".join(f"[{index}] {prompt}" for index, prompt in enumerate(prompts))
 
 
-def save_outcome(services: MedleyServices, request: GenerateRequest, outcome: GenerateOutcome
+def save_outcome(services: MedleyServices, request: GenerateRequest, outcome: RenderOutcome
                  ) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
     """Write each image as a PNG with its provenance; the gallery items and the JSON records."""
-    from pipeline import save_png
+    from pipeline import save_outcome as save_images
 
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder = services.outputs_dir()
+    paths = save_images(outcome.images, outcome.provenance, services.outputs_dir())
     items: list[tuple[str, str]] = []
     records: list[dict[str, Any]] = []  # no "path" keys: gradio_client would take them for files
-    images = zip(outcome.result.images, outcome.result.provenance, outcome.adapters, strict=True)
-    for index, (image, record, specs) in enumerate(images):
-        path = save_png(image, record, folder / f"{stamp}-{record.seed}-{index}-{time.time_ns() % 10**6}.png")
+    for path, record, specs in zip(paths, outcome.provenance, outcome.adapters, strict=True):
         items.append((str(path), caption(record.seed, specs)))
         records.append({"file": str(path), **record.to_dict(), "fusion": request.fusion,
                         "fusion_options": outcome.fusion_options, "adapter_specs": specs})

@@ -224,21 +224,20 @@ def _planned(name: str, weight: float, concept: int = 0) -> Any:
 
 
 def test_each_image_of_a_batch_gets_its_own_plan() -> None:
-    from app.web.batch_plans import image_runs, rows_per_image
-    from app.web.services import AdapterRow
+    from app.web.services import AdapterRow, picks_of
+    from pipeline.image_plans import picks_per_image
     from retrieval.plan import ConceptPlan, ImagePlan, Plan
 
     a, b = _planned("a", 0.4), _planned("b", 0.4)
     images = (ImagePlan(0, "p", (a, b), ((True, True),)), ImagePlan(1, "p", (_planned("a", 0.8),), ((True, False),)),
               ImagePlan(2, "p", (), ((False, False),)), ImagePlan(3, "p", (), ((False, False),)))
     plan = Plan(prompt="p", final_prompt="p", base="toy", concepts=(ConceptPlan("p", None, (a, b)),), images=images)
-    rows = [AdapterRow("A", 0.8, source="auto"), AdapterRow("b", 0.4, source="auto"), AdapterRow("m", 1.0)]
-    per_image = rows_per_image(rows, plan, 4)
+    picks = picks_of([AdapterRow("A", 0.8, source="auto"), AdapterRow("b", 0.4, source="auto"), AdapterRow("m", 1.0)])
+    per_image = picks_per_image(picks, plan, 4)
     # the table's edit (a doubled to 0.8) is kept as a factor on each image's own weight
-    assert [[(r.name, r.weight) for r in image] for image in per_image] == [
+    assert [[(p.name, p.weight) for p in image] for image in per_image] == [
         [("A", 0.8), ("b", 0.4), ("m", 1.0)], [("A", 1.6), ("m", 1.0)], [("m", 1.0)], [("m", 1.0)]]
-    assert [(run.start, run.count) for run in image_runs(per_image)] == [(0, 1), (1, 1), (2, 2)]
-    assert rows_per_image(rows, plan, 6) == [rows] * 6  # a plan made for another batch size: no masks
+    assert picks_per_image(picks, plan, 6) == [picks] * 6  # a plan made for another batch size: no masks
 
 
 def test_auto_adapters_in_a_batch_follow_each_images_plan(server, client) -> None:  # type: ignore[no-untyped-def]
