@@ -1,11 +1,13 @@
 """The fusion session of one loaded base, kept from one generation to the next.
 
-A :class:`FusionHost` holds at most one attached :class:`~fusion.FusionSession` on its base.
-Each generation asks for its adapters and method; the host swaps them into the session it
-already has (the fused-layer wrappers stay in place and are reloaded, checked adapters are not
-checked again), so a repeated generation with the same adapters costs a reload of a few
-stacked tensors, not a new composition. The base keeps the last composition attached until the
-next generation changes it or :meth:`FusionHost.release` restores the base exactly.
+A :class:`FusionHost` holds one :class:`~fusion.FusionSession` for its base, for the life of the
+base. Each generation asks for its adapters and method; the host swaps them into the session it
+already has (:meth:`~fusion.FusionSession.swap`: the fused-layer wrappers made for the base are
+reused and reloaded, checked adapters are not checked again), so a repeated generation with the
+same adapters costs a reload of a few stacked tensors, not a new composition. Between the runs of
+one render the composition stays attached (the next run swaps); when a render is done,
+:meth:`FusionHost.release` puts the base's original modules and weights back, so code that uses
+the pipeline directly afterwards (training, a bare UNet call) sees the base as it was.
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ class FusionHost:
         """Attach ``adapters`` composed by ``fusion`` (a fresh method instance, so its state starts anew);
         nothing changes if the set is refused."""
         method = make_method(fusion, **(options or {}))
-        if self.session is not None and self.session.attached:
+        if self.session is None:
+            self.session = FusionSession(self.pipe, list(adapters), method, steps).attach()
+        else:
             self.session.swap(list(adapters), method=method, num_inference_steps=steps)
             self.swaps += 1
-        else:
-            self.session = FusionSession(self.pipe, list(adapters), method, steps).attach()
         return self.session
 
     def release(self) -> None:

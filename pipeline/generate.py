@@ -81,6 +81,7 @@ def generate(
     adapters: Sequence[AdapterSpec] = (),
     fusion: str = "merge",
     fusion_options: dict[str, Any] | None = None,
+    keep_adapters: bool = False,
 ) -> GenerationResult:
     """Render images of ``prompt`` (one prompt ``batch`` times, or one image per prompt of a list).
 
@@ -88,9 +89,9 @@ def generate(
     image is reproduced exactly by generating it alone with its own seed. ``guidance``, ``width``
     and ``height`` default to the base's own. ``adapters`` are composed with the ``fusion`` method
     (see :mod:`fusion`) through the base's persistent fusion session (:class:`pipeline.fusion_host.
-    FusionHost`), which keeps them attached for the next call; without adapters the base runs as it
-    is. Images go through the pipeline ``CHUNK`` at a time; ``on_step(done, total)`` reports steps
-    over all of them.
+    FusionHost`) and detached afterwards, the base restored exactly (``keep_adapters``: left attached
+    for a next call that swaps, as the runs of one render do). Images go through the pipeline
+    ``CHUNK`` at a time; ``on_step(done, total)`` reports steps over all of them.
     """
     prompts = image_prompts(prompt, batch)
     seeds = image_seeds(seed, len(prompts))
@@ -110,6 +111,16 @@ def generate(
     else:
         base.fusion.release()
         used, call = [], base.pipe
+    try:
+        return _render(base, prompts, seeds, negative_prompt, steps, guidance, width, height, on_step, call, used)
+    finally:
+        if adapters and not keep_adapters:
+            base.fusion.release()
+
+
+def _render(base: LoadedBase, prompts: list[str], seeds: list[int], negative_prompt: str, steps: int,
+            guidance: float, width: int, height: int, on_step: StepCallback | None, call: Callable[..., Any],
+            used: list[dict[str, object]]) -> GenerationResult:
     chunks = [range(start, min(start + CHUNK, len(prompts))) for start in range(0, len(prompts), CHUNK)]
     images: list[Image.Image] = []
     provenance: list[Provenance] = []

@@ -204,15 +204,19 @@ class Studio:
         per_run = [math.ceil(len(run) / CHUNK) * request.steps for run in runs]
         results: dict[int, tuple[Image.Image, Provenance]] = {}
         with self.render_lock:
-            for number, run in enumerate(runs):
-                report = _offset(on_step, sum(per_run[:number]), sum(per_run))
-                result = generate(
-                    base, [image.prompt for image in run], negative_prompt=request.negative_prompt,
-                    seed=[image.seed for image in run], steps=request.steps, guidance=request.guidance,
-                    width=request.width, height=request.height, on_step=report, adapters=run[0].specs,
-                    fusion=request.fusion, fusion_options=dict(request.fusion_options) or None)
-                for image, picture, record in zip(run, result.images, result.provenance, strict=True):
-                    results[image.index] = (picture, record)
+            try:
+                for number, run in enumerate(runs):  # the composition stays attached between runs: each swaps
+                    report = _offset(on_step, sum(per_run[:number]), sum(per_run))
+                    result = generate(
+                        base, [image.prompt for image in run], negative_prompt=request.negative_prompt,
+                        seed=[image.seed for image in run], steps=request.steps, guidance=request.guidance,
+                        width=request.width, height=request.height, on_step=report, adapters=run[0].specs,
+                        fusion=request.fusion, fusion_options=dict(request.fusion_options) or None,
+                        keep_adapters=True)
+                    for image, picture, record in zip(run, result.images, result.provenance, strict=True):
+                        results[image.index] = (picture, record)
+            finally:
+                base.release_adapters()
         outcome.runs = len(runs)
         for image in images:
             picture, record = results[image.index]

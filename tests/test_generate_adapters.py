@@ -81,7 +81,7 @@ def test_repeated_render_reads_no_file_and_wraps_nothing_anew(two_adapters, toy_
     assert reads == [] and wraps == []  # the adapter cache and the kept fusion session
     assert studio.adapters.stats.hits == 2 and toy_base.fusion.swaps >= 1
     assert np.array_equal(np.asarray(first.images[0]), np.asarray(second.images[0]))
-    toy_base.release_adapters()
+    assert toy_base.fusion.attached is None  # and the base is itself again after each render
 
 
 def test_batch_runs_group_images_and_each_equals_its_solo_render(two_adapters, toy_base):
@@ -92,7 +92,6 @@ def test_batch_runs_group_images_and_each_equals_its_solo_render(two_adapters, t
     for index, prompt in enumerate(prompts):
         solo = studio.render(RenderRequest(prompt, seed=5 + index, steps=3))
         assert np.array_equal(np.asarray(solo.images[0]), np.asarray(outcome.images[index])), index
-    toy_base.release_adapters()
 
 
 def test_generate_with_tag_changes_image_and_restores_base(two_adapters, tmp_path):
@@ -154,4 +153,3 @@ def test_python_api_render_and_generate_with_specs(two_adapters, toy_base):
 
     result = generate(toy_base, outcome.prompts[0], seed=2, steps=4, adapters=[AdapterSpec("wavy", adapter, 1.0)])
     assert np.array_equal(np.asarray(result.images[0]), np.asarray(outcome.images[0]))
-    toy_base.release_adapters()
