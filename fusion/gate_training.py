@@ -38,14 +38,20 @@ def denoising_loss(
     timesteps = timesteps.to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     prediction = pipe.unet(noisy, timesteps, encoder_hidden_states=prompt_embeds, return_dict=False)[0]
+    return F.mse_loss(prediction.float(), denoising_target(scheduler, latents, noise, timesteps).float())
+
+
+def denoising_target(scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+                     ) -> torch.Tensor:
+    """What the UNet is trained to predict, by the scheduler's ``prediction_type``: the noise (epsilon, SD1/
+    SDXL, the toy base) or the velocity (v_prediction, SD2-v). Every trainer (the gate, DreamBooth-LoRA,
+    Break-for-Make) regresses to this."""
     kind = getattr(scheduler.config, "prediction_type", "epsilon")
     if kind == "epsilon":
-        target = noise
-    elif kind == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        raise ValueError(f"gate training supports epsilon and v_prediction schedulers, not {kind!r}")
-    return F.mse_loss(prediction.float(), target.float())
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(f"training supports epsilon and v_prediction schedulers, not {kind!r}")
 
 
 def _spec(adapter: AdapterSpec | LoraAdapter, role: str) -> AdapterSpec:

@@ -38,6 +38,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file, save
 
+from fusion.gate_training import denoising_target
 from library.files import write_atomic
 from library.lora import LoraAdapter, LoraModule
 
@@ -408,8 +409,11 @@ class LoraTrainer:
         noisy = scheduler.add_noise(x0, noise, t).to(dtype)
         cond = self.prompts(captions).to(dtype)
         pred = unet(noisy, t, encoder_hidden_states=cond).sample
-        snr_weight = torch.clamp(snr[t], max=cfg.snr_gamma) / snr[t]
-        per_sample = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
+        target = denoising_target(scheduler, x0, noise, t)  # the noise, or the velocity on a v-prediction base
+        # min-SNR-gamma weighting: min(snr, gamma) / snr for epsilon, / (snr + 1) for v-prediction
+        velocity = getattr(scheduler.config, "prediction_type", "epsilon") == "v_prediction"
+        snr_weight = torch.clamp(snr[t], max=cfg.snr_gamma) / (snr[t] + 1 if velocity else snr[t])
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * snr_weight * weights).sum() / weights.sum()
         if cfg.lambda_cat > 0 and self.data.class_captions:
             loss = loss + cfg.lambda_cat * self.cat_loss(noisy[:n_instance], t[:n_instance],
