@@ -48,13 +48,10 @@ seconds_per_image}}, "best_method", "best_both_heldout", "triples": {name: both}
 ``"missing"`` (name -> reason), not under ``"methods"``. Progress lines with an ETA go to
 stderr.
 
-Cost, measured on the toy base, CPU, 20 steps, 2 cores, seconds per image: merge, switch, klora,
-b4m and both variants of the schedule (adapter guidance costs no extra pass) 0.30-0.33;
-orthogonal 0.46; the trained gate 0.54; composite 0.68 (one UNet pass per adapter). The full
-default run (72 pairs, 36 held-out, x 4 seeds x 10 methods, 16 triples and the weight sweep:
-about 4,000 images) took 26 minutes (33-38 on a slower machine, merge at 0.42-0.43 s). On a CPU
-shared with training, use ``--threads 1``: several threads on busy cores spin and run 10-30x
-slower. Quick look:
+The full default run renders about 4,000 images (72 pairs, 36 held-out, x 4 seeds x 10 methods,
+16 triples and the weight sweep); each method's seconds per image are in its table, and the
+README gives the last full run's time. On a CPU shared with training, use ``--threads 1``:
+several threads on busy cores spin and run 10-30x slower. Quick look:
 ``--max-pairs 4 --seeds 2 --methods merge gated --triples 0 --sweep-weights``.
 """
 

@@ -11,7 +11,14 @@ on the toy-architecture UNet, with three LoRAs (ranks 8, 16, 32 on to_q/to_k/to_
   of the configuration against the base runs just before and after it;
 * time to switch to another set of three rank-16 adapters: Medley (in memory, and reading
   the files), diffusers (delete_adapters + load from disk + set_adapters);
-* weight drift of the base after 100 Medley swaps (and after diffusers fuse/unfuse cycles).
+* weight drift of the base after 100 Medley swaps (and after diffusers fuse/unfuse cycles);
+* the product path on the embedded toy base: ``pipeline.Studio.render`` (what ``medley generate``,
+  the web app and the Python API call) for one image, 20 steps, with no adapter, with three
+  catalogued adapters the first time (files read, layers wrapped), the same three again (adapter
+  cache and kept fusion session: no file read) and alternating between two sets of three.
+
+Adapter switches are timed through the base's persistent fusion session
+(``pipeline.fusion_host.FusionHost.apply``), the call ``Studio.render`` makes per run.
 
 Prints a table; with ``--json`` the last line is a JSON object.
 """
@@ -40,6 +47,7 @@ from fusion import AdapterSpec, FusionGate, compose  # noqa: E402
 from fusion.gate import GATE_DIR  # noqa: E402
 from fusion.testing import diffusers_state_dict, random_lora  # noqa: E402
 from library.lora import LoraAdapter, LoraModule  # noqa: E402
+from pipeline.fusion_host import FusionHost  # noqa: E402
 from pipeline.toy_base import TEXT_HIDDEN_SIZE, new_unet  # noqa: E402
 
 SD15_UNET: dict[str, Any] = {
@@ -210,25 +218,26 @@ def swap_times(model: Model, repeats: int, folder: Path) -> dict[str, float]:
         for k in range(repeats)
     ]
     medley, medley_disk, medley_unseen, theirs = [], [], [], []
-    session = compose(model.unet, sets[0])
+    host = FusionHost(model.unet)  # what a loaded base holds; Studio.render swaps through it
+    host.apply(sets[0], "merge", None, 20)
     try:
         for specs in unseen_sets:  # adapters never checked against this base: the full compat scan
             started = CLOCK()
-            session.swap(specs)
+            host.apply(specs, "merge", None, 20)
             medley_unseen.append(CLOCK() - started)
         for i in range(repeats * 2):
             target = sets[(i + 1) % 2]
             started = CLOCK()
-            session.swap(target)
+            host.apply(target, "merge", None, 20)
             medley.append(CLOCK() - started)
             paths = files[(i + 1) % 2]
             started = CLOCK()
             loaded = [AdapterSpec(s.name, adapter_from_diffusers(load_file(str(p))), s.weight)
                       for s, p in zip(target, paths, strict=True)]
-            session.swap(loaded)
+            host.apply(loaded, "merge", None, 20)
             medley_disk.append(CLOCK() - started)
     finally:
-        session.detach()
+        host.release()
     current: list[str] = []
     try:
         for i in range(repeats * 2 + 1):
@@ -252,6 +261,40 @@ def swap_times(model: Model, repeats: int, folder: Path) -> dict[str, float]:
         "medley_unseen": statistics.median(medley_unseen) * 1e3,
         "diffusers": statistics.median(theirs) * 1e3,
     }
+
+
+def render_times(repeats: int, folder: Path) -> dict[str, float]:
+    """Median seconds of ``Studio.render`` (one image, 20 steps) on the embedded toy base with catalogued
+    adapters: none, three the first time, the same three again, and alternating between two sets."""
+    from library.catalog import Catalog
+    from library.formats.writer import write_kohya
+    from library.metadata import AdapterInfo
+    from pipeline import Pick, RenderRequest, Studio, load_base
+
+    base = load_base()
+    catalog = Catalog(folder / "home", register_starters=False)
+    names: list[list[str]] = [[], []]
+    for k in range(2):
+        for j in range(3):
+            name = f"bench-{k}{j}"
+            adapter = random_lora(base.pipe.unet, RANKS[j], 500 + 10 * k + j, alpha=RANKS[j] / 2)
+            catalog.register(write_kohya(adapter, folder / f"{name}.safetensors", AdapterInfo(name=name), base="toy"))
+            names[k].append(name)
+    studio = Studio(base, catalog)
+
+    def render(k: int | None) -> float:
+        picks = [] if k is None else [Pick(name, 0.7) for name in names[k]]
+        started = time.perf_counter()
+        studio.render(RenderRequest("a red circle on a blue background", steps=20, picks=picks))
+        return time.perf_counter() - started
+
+    render(None)  # warm-up
+    cold = render(0)
+    plain = statistics.median(render(None) for _ in range(repeats))
+    again = statistics.median(render(0) for _ in range(repeats))
+    alternating = statistics.median(render(i % 2) for i in range(1, 2 * repeats + 1))
+    return {"base_s": plain, "first_s": cold, "repeat_s": again, "alternate_s": alternating,
+            "cache_hits": studio.adapters.stats.hits, "file_reads": studio.adapters.stats.loads}
 
 
 def snapshot(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -339,6 +382,13 @@ def main() -> None:
                   f"after diffusers fuse/unfuse cycles: {theirs:g}")
             results[model.name] = {"times": times, "swaps": swaps, "drift": ours, "diffusers_drift": theirs,
                                    "gate_note": model.gate_note}
+    progress("product path: Studio.render on the toy base")
+    with tempfile.TemporaryDirectory() as tmp:
+        product = render_times(args.repeats, Path(tmp))
+    print(f"\nproduct path (Studio.render, toy base, 1 image, 20 steps): no adapter {product['base_s']:.3f} s; "
+          f"3 adapters first time {product['first_s']:.3f} s, again {product['repeat_s']:.3f} s, alternating "
+          f"two sets {product['alternate_s']:.3f} s; {product['file_reads']} file reads, "
+          f"{product['cache_hits']} cache hits")
     main_model = results.get("sd15", results["toy"])
     summary = {
         "model": "sd15" if "sd15" in results else "toy",
@@ -357,6 +407,11 @@ def main() -> None:
         "switch_ms_toy": round(results["toy"]["swaps"]["medley"], 2),
         "drift_max_abs": max(r["drift"] for r in results.values()),
         "diffusers_drift_max_abs": max(r["diffusers_drift"] for r in results.values()),
+        "render_base_s": round(product["base_s"], 4),
+        "render_first_s": round(product["first_s"], 4),
+        "render_repeat_s": round(product["repeat_s"], 4),
+        "render_alternate_s": round(product["alternate_s"], 4),
+        "render_file_reads": product["file_reads"],
         "steps": args.steps,
         "repeats": args.repeats,
         "clock": args.clock,

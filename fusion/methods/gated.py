@@ -12,15 +12,10 @@ with ``curve_r`` a :class:`~fusion.schedule.Schedule` over the fraction of sampl
 block weights; all editable (``content_curve=``, ``style_curve=``, ``content_blocks=``,
 ``style_blocks=``...). An adapter's own ``schedule`` / ``block_weights`` replace its role's.
 
-The defaults were chosen with the judge on the trained gate's training pairs (36 toy-world
-shape x style pairs; never the composition benchmark's held-out concepts): content at full
-weight throughout, style off for the first 10% of sampling and at full weight from 30% on,
-every block at 1. Without adapter guidance, style entering at 0.3 (full from 30%) was best
-(both present 0.826; merge 0.778); weakening content anywhere cost shape far more than it bought
-style (content 1 -> 0.6 over the last 40% and 0.8 in the up blocks, style 0.5 -> 1 over the
-first 40%, 0.6 in the down blocks: 0.521; style at 0.7 in the down blocks: 0.806). Under
-adapter guidance ``python -m training.schedule_curves`` re-chose the style curve: a silent
-first 10% scored 0.910 against 0.896 for the 0.3 entry (8 prompts a pair), a small gain.
+The defaults (content at full weight throughout; style off for the first 10% of sampling and at
+full weight from 30% on; every block at 1) were chosen with the judge on the trained gate's
+training pairs only, by ``python -m training.schedule_curves``; the figures are in the README
+("How the gated defaults were chosen").
 
 (b) Trained gate (``gate=True`` for ``assets/fusion-gate``, a path, or a
 :class:`~fusion.gate.FusionGate`): AutoLoRA's fine-grained gated fusion (see
@@ -33,13 +28,8 @@ Each adapter is applied at its weight times its role's strength under the gate
 (c) Adapter guidance, with either (``uncond=``, :mod:`fusion.guidance`): in a guided
 pipeline call each role's adapters act in the unconditional half of classifier-free guidance
 at a gain (1 as every loader does; 0: only in the conditional half, so guidance amplifies the
-adapter as it does the prompt). ``uncond={}`` turns it off. The defaults were chosen by
-``python -m training.guidance_gains`` on the same training pairs (4 prompts each, seeds of its
-own): content 0.5 and style 0.75 in the unconditional half, both present 0.868, against 0.833
-with every adapter in both halves (content 0 / style 0.5: 0.854; content 0 / style 1: 0.799,
-where content showed in 0.979 of the images and style in 0.813). Re-run after the starter shapes
-were retrained (800 steps): the same gains won again (0.854; content 0 / style 0.5 and 0 / 0.75:
-0.847; every adapter in both halves: 0.840).
+adapter as it does the prompt). ``uncond={}`` turns it off. The defaults (content 0.5, style 0.75)
+were chosen by ``python -m training.guidance_gains`` on the same training pairs; figures in the README.
 """
 
 from __future__ import annotations
