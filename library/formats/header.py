@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ MAX_DIMS = 8
 PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
 DTYPE_SIZES: dict[str, int] = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2}
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
+_DRIVE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:(?!\d+:)")
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,8 @@ def check_key(name: str, key: str) -> None:
     """Tensor names are module paths: no path syntax, no control characters."""
     if not key or len(key) > 1024:
         raise AdapterFileError(f"{name}: a tensor name is empty or longer than 1024 characters")
-    if key.startswith(("/", "\\", "~")) or "/" in key or "\\" in key or ".." in key or ":" in key:
+    # a colon only as a drive ("C:") or a scheme ("file:"); cloneofsimo names modules "unet:12:down"
+    if key.startswith(("/", "\\", "~")) or "/" in key or "\\" in key or ".." in key or _DRIVE.match(key):
         raise AdapterFileError(f"{name}: tensor name {key[:80]!r} looks like a file path, refused")
     if any(ord(c) < 32 or ord(c) == 127 for c in key):
         raise AdapterFileError(f"{name}: tensor name {key[:80]!r} holds control characters, refused")
