@@ -84,14 +84,18 @@ def test_repeated_render_reads_no_file_and_wraps_nothing_anew(two_adapters, toy_
     assert toy_base.fusion.attached is None  # and the base is itself again after each render
 
 
-def test_batch_runs_group_images_and_each_equals_its_solo_render(two_adapters, toy_base):
+def test_batch_runs_group_images_and_each_matches_its_solo_render(two_adapters, toy_base):
     studio = Studio(toy_base, open_catalog())
     prompts = ["a red circle <lora:blobby:1>", "a blue square", "a green star <lora:blobby:1>"]
     outcome = studio.render(RenderRequest(prompts, seed=[5, 6, 7], steps=3))
     assert outcome.runs == 2  # images 0 and 2 share their adapters
+    assert [p.prompt for p in outcome.provenance] == ["blobword, a red circle", "a blue square", "blobword, a green star"]
     for index, prompt in enumerate(prompts):
         solo = studio.render(RenderRequest(prompt, seed=5 + index, steps=3))
-        assert np.array_equal(np.asarray(solo.images[0]), np.asarray(outcome.images[index])), index
+        # the same seed and adapters; a batch of 2 sums its matrix products in another order than a batch of 1
+        # on the CPU, which moves a pixel by at most a level or two (measured: 1)
+        difference = np.abs(np.asarray(solo.images[0], dtype=int) - np.asarray(outcome.images[index], dtype=int))
+        assert difference.max() <= 2, (index, difference.max())
 
 
 def test_generate_with_tag_changes_image_and_restores_base(two_adapters, tmp_path):
