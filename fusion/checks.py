@@ -23,7 +23,8 @@ _PASSED: dict[int, tuple[weakref.ref[LoraAdapter], Fingerprint]] = {}
 def fingerprint(adapter: LoraAdapter, components: Mapping[str, nn.Module]) -> Fingerprint:
     models = tuple(sorted((name, id(model)) for name, model in components.items()))
     tensors = tuple(
-        (target, id(m.down), m.down._version, id(m.up), m.up._version, float(m.alpha))
+        (target, getattr(m, "alpha", None), getattr(m, "scale", None),
+         *((name, id(t), t._version) for name, t in sorted(m.tensors().items())))
         for target, m in adapter.modules.items()
     )
     return (models, tensors)

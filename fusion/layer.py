@@ -10,6 +10,14 @@ two skinny products whatever k is. ``g`` holds, per rank slot, the adapter's sta
 step; it is recomputed only when the session's gate version moves, and slots whose gate is
 0 are dropped from the products. Methods that need each adapter's own output (orthogonal
 dropout, the trained gate) get them from :meth:`FusedLayer.outputs` via ``owner.combine``.
+
+Adapters whose update has no small exact factorisation (LyCORIS full/diff, a LoHa or LoKr of
+high exact rank) join as dense terms ``D_j`` (already scaled by their static scale):
+
+    y = base(x) + up_g (down x) + (sum_j g_j D_j) x
+
+with the same per-adapter gates (the layer's ``adapters`` list the low-rank slots first, then
+the dense terms), the same per-adapter outputs and the same unconditional-row gains.
 """
 
 from __future__ import annotations
@@ -20,6 +28,14 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@dataclass(frozen=True, eq=False)
+class DenseTerm:
+    """One adapter's dense update at a layer, its static scale folded in."""
+
+    adapter: int
+    weight: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,10 @@ class FusedLayer(nn.Module):
         self.adapters: tuple[int, ...] = ()  # session indices of the adapters at this layer, in slot order
         self.down: torch.Tensor | None = None
         self.up: torch.Tensor | None = None
+        self.dense: tuple[DenseTerm, ...] = ()
+        self._dense_eff: torch.Tensor | None = None
+        self._dense_uncond: torch.Tensor | None = None  # the dense sum the unconditional rows use (None: same)
+        self._dense_gains: tuple[float, ...] = ()
         self.split = False
         self.static = True
         self._owner: GateOwner | None = None
@@ -95,21 +115,26 @@ class FusedLayer(nn.Module):
         self,
         target: str,
         slots: tuple[Slot, ...],
-        down: torch.Tensor,
-        up: torch.Tensor,
+        down: torch.Tensor | None,
+        up: torch.Tensor | None,
         owner: GateOwner,
         static: bool,
         split: bool,
+        dense: tuple[DenseTerm, ...] = (),
     ) -> None:
-        """Take a session's stacked adapters (``up`` already carries the static scales)."""
+        """Take a session's stacked adapters (``up`` and the dense terms already carry the static scales)."""
         # plain attributes (no tensors are registered: the wrapper never shows in a state dict);
         # one dict update instead of nn.Module.__setattr__ per attribute keeps swaps fast
         self.__dict__.update(
             target=target,
             slots=slots,
-            adapters=tuple(slot.adapter for slot in slots),
+            adapters=tuple(slot.adapter for slot in slots) + tuple(term.adapter for term in dense),
             down=down,
             up=up,
+            dense=dense,
+            _dense_eff=_dense_sum(dense, None),
+            _dense_uncond=None,
+            _dense_gains=tuple(1.0 for _ in dense),
             _owner=owner,
             static=static,
             split=split,
@@ -124,7 +149,7 @@ class FusedLayer(nn.Module):
     def clear(self) -> None:
         self.__dict__.update(
             slots=(), adapters=(), down=None, up=None, _owner=None, _down_eff=None, _up_eff=None, _uncond_eff=None,
-            _seen=-1,
+            dense=(), _dense_eff=None, _dense_uncond=None, _dense_gains=(), _seen=-1,
         )
 
     def _refresh(self, owner: GateOwner) -> None:
@@ -135,9 +160,21 @@ class FusedLayer(nn.Module):
         if state["_gates_loaded"] and key == state["_gates"]:
             return
         state["_gates"], state["_gates_loaded"] = key, True
-        kept = self._kept(key)
-        state["_down_eff"], state["_up_eff"] = self._effective(key, kept)
-        state["_uncond_eff"] = self._uncond_gains(owner, kept)
+        count = len(self.slots)
+        low_key = None if key is None else key[:count]
+        if self.down is not None:
+            kept = self._kept(low_key)
+            state["_down_eff"], state["_up_eff"] = self._effective(low_key, kept)
+            state["_uncond_eff"] = self._uncond_gains(owner, kept)
+        if self.dense:
+            gains = tuple(1.0 for _ in self.dense) if key is None else key[count:]
+            state["_dense_gains"] = gains
+            state["_dense_eff"] = _dense_sum(self.dense, gains)
+            uncond = owner.uncond_gains
+            mine = None if uncond is None else [uncond[term.adapter] for term in self.dense]
+            state["_dense_uncond"] = (None if mine is None or all(g == 1.0 for g in mine)
+                                      else _dense_sum(self.dense, tuple(g * u for g, u in zip(gains, mine,
+                                                                                               strict=True))))
 
     def _kept(self, key: tuple[float, ...] | None) -> list[int]:
         """The slots that act under per-slot gates ``key`` (zero-gated slots are dropped unless split)."""
@@ -196,15 +233,42 @@ class FusedLayer(nn.Module):
         return h
 
     def outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each adapter's own (scaled, gated) output at this layer, in slot order."""
-        assert self._down_eff is not None and self._up_eff is not None and self._owner is not None
-        down, up = self._cast(x)
-        h = self._guide(self._project_down(x, down), self._owner)
-        channel = 1 if self.is_conv else -1
-        return [
-            self._project_up(h.narrow(channel % h.dim(), s.start, s.stop - s.start), up[:, s.start : s.stop])
-            for s in self.slots
-        ]
+        """Each adapter's own (scaled, gated) output at this layer, in ``adapters`` order."""
+        assert self._owner is not None
+        outputs: list[torch.Tensor] = []
+        if self._down_eff is not None and self._up_eff is not None:
+            down, up = self._cast(x)
+            h = self._guide(self._project_down(x, down), self._owner)
+            channel = 1 if self.is_conv else -1
+            outputs = [
+                self._project_up(h.narrow(channel % h.dim(), s.start, s.stop - s.start), up[:, s.start : s.stop])
+                for s in self.slots
+            ]
+        uncond = self._owner.uncond_gains
+        rows = self._owner.guided_rows
+        for term, gain in zip(self.dense, self._dense_gains, strict=True):
+            out = self._project_full(x, term.weight.to(x.dtype) * gain)
+            u = 1.0 if uncond is None else uncond[term.adapter]
+            if rows and u != 1.0 and out.shape[0] == 2 * rows:
+                out[:rows] *= u
+            outputs.append(out)
+        return outputs
+
+    def _project_full(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self.is_conv:
+            stride, padding, dilation = self._conv_args
+            return F.conv2d(x, weight, None, stride, padding, dilation)
+        return F.linear(x, weight)
+
+    def _add_dense(self, out: torch.Tensor, x: torch.Tensor, owner: GateOwner) -> torch.Tensor:
+        assert self._dense_eff is not None
+        d = self._project_full(x, self._dense_eff.to(x.dtype))
+        rows = owner.guided_rows
+        if rows and self._dense_uncond is not None and d.shape[0] == 2 * rows:
+            d[:rows] = self._project_full(x[:rows], self._dense_uncond.to(x.dtype))
+        if out.requires_grad or out.dtype != d.dtype:
+            return out + d
+        return out.add_(d)
 
     def _cast(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         assert self._down_eff is not None and self._up_eff is not None
@@ -219,10 +283,14 @@ class FusedLayer(nn.Module):
             return out
         if not self.static and self._seen != owner.gate_version:
             self._refresh(owner)
-        if self._down_eff is None:
+        if self._down_eff is None and self._dense_eff is None:
             return out
         if self.split:
             return owner.combine(self, out, self.outputs(x))
+        if self._dense_eff is not None:
+            out = self._add_dense(out, x, owner)
+        if self._down_eff is None:
+            return out
         down, up = self._cast(x)
         h = self._project_down(x, down)
         if owner.guided_rows:
@@ -233,3 +301,15 @@ class FusedLayer(nn.Module):
             return out.add_(F.conv2d(h, up))
         out.view(-1, out.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), up.t())  # one fused GEMM + add
         return out
+
+
+def _dense_sum(dense: tuple[DenseTerm, ...], gains: tuple[float, ...] | None) -> torch.Tensor | None:
+    """``sum_j g_j D_j`` over the terms whose gate is not 0 (None when none acts)."""
+    total: torch.Tensor | None = None
+    for index, term in enumerate(dense):
+        gain = 1.0 if gains is None else gains[index]
+        if gain == 0.0:
+            continue
+        part = term.weight if gain == 1.0 else term.weight * gain
+        total = part.clone() if total is None else total + part
+    return total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,14 +12,39 @@ from torch import nn
 from fusion import blocks, injection
 from fusion.checks import ensure_applicable
 from fusion.context import StepContext
-from fusion.layer import FusedLayer, Slot, weight_of
+from fusion.layer import DenseTerm, FusedLayer, Slot, weight_of
 from fusion.methods import FusionMethod, make_method
 from fusion.spec import AdapterSpec
 from library.compat import IncompatibleAdapterError
-from library.lora import COMPONENTS, LoraAdapter, LoraModule, split_target
+from library.lora import COMPONENTS, AdapterModule, LoraAdapter, split_target
 
 _NO_FORWARD = object()
-Plan = dict[str, list[tuple[int, LoraModule, float]]]
+
+
+@dataclass(frozen=True)
+class Term:
+    """One adapter's update at one layer, as the session stacks it: low-rank factors ``down``/``up`` with
+    ``scale`` (own scale x weight x block x method gain), or (``down`` None) the module's dense delta times
+    ``scale`` (weight x block x method gain; the delta holds the module's own scale)."""
+
+    adapter: int
+    module: AdapterModule
+    down: torch.Tensor | None
+    up: torch.Tensor | None
+    scale: float
+    own_scale: float = 1.0
+
+    @property
+    def rank(self) -> int:
+        assert self.down is not None
+        return int(self.down.shape[0])
+
+    def delta(self) -> torch.Tensor:
+        """The dense update this term adds (for a static merge)."""
+        return self.module.delta(torch.float32) * (self.scale / self.own_scale)
+
+
+Plan = dict[str, list[Term]]
 
 
 def components_of(pipe: Any) -> dict[str, nn.Module]:
@@ -85,19 +111,12 @@ class FusionSession:
                 ensure_applicable(spec.adapter, self.components, spec.name)
             for target, module in sorted(spec.adapter.modules.items()):
                 component, path = split_target(target)
-                scale = module.scale * spec.component_weight(component)
-                scale *= blocks.multiplier(spec.block_weights, component, path)
-                scale *= self.method.static_gain(index, spec, component, path)
-                if scale == 0.0:
-                    continue
-                if module.is_conv:
-                    weight = weight_of(self.components[component].get_submodule(path))
-                    if module.up.shape[2:] != (1, 1) or module.down.shape[2:] != weight.shape[2:]:
-                        raise IncompatibleAdapterError(
-                            f"{spec.name}: conv LoRA at {target} needs a {tuple(weight.shape[2:])} down kernel "
-                            f"and a 1x1 up kernel, got {tuple(module.down.shape[2:])} and {tuple(module.up.shape[2:])}"
-                        )
-                plan.setdefault(target, []).append((index, module, scale))
+                gains = (spec.component_weight(component), blocks.multiplier(spec.block_weights, component, path),
+                         self.method.static_gain(index, spec, component, path))
+                term = _term(spec.name, target, index, module, gains,
+                             weight_of(self.components[component].get_submodule(path)))
+                if term is not None:
+                    plan.setdefault(target, []).append(term)
         return entries, plan
 
     # ---------------------------------------------------------------- attaching
@@ -138,8 +157,8 @@ class FusionSession:
         for target, items in plan.items():
             component, path = split_target(target)
             module = self.components[component].get_submodule(path)
-            # ``scale`` already holds alpha / r, which delta() also applies
-            delta = sum(lora.delta(torch.float32) * (scale / lora.scale) for _, lora, scale in items)
+            # a low-rank term's ``scale`` already holds its own scale, which delta() also applies
+            delta = sum(term.delta() for term in items)
             assert isinstance(delta, torch.Tensor)
             self._saved.append((module, injection.merge_weight(module, delta)))
 
@@ -150,18 +169,23 @@ class FusionSession:
             site = injection.site_for(model, path)
             weight = site.wrapper.weight
             device, dtype = weight.device, weight.dtype
+            low = [term for term in items if term.down is not None]
+            dense = tuple(DenseTerm(term.adapter, (term.module.delta(torch.float32) * term.scale).to(device, dtype))
+                          for term in items if term.down is None)
             slots, start = [], 0
-            for index, lora, _ in items:
-                slots.append(Slot(index, start, start + lora.rank))
-                start += lora.rank
-            if len(items) == 1:
-                _, lora, scale = items[0]
-                down = lora.down.to(device=device, dtype=dtype)
-                up = (lora.up.to(device=device, dtype=torch.float32) * scale).to(dtype)
-            else:
-                down = torch.cat([lora.down for _, lora, _ in items]).to(device=device, dtype=dtype)
-                up = torch.cat([lora.up for _, lora, _ in items], dim=1).to(device=device, dtype=torch.float32)
-                scales = [scale for _, lora, scale in items for _ in range(lora.rank)]
+            for term in low:
+                slots.append(Slot(term.adapter, start, start + term.rank))
+                start += term.rank
+            down = up = None
+            if len(low) == 1:
+                term = low[0]
+                assert term.down is not None and term.up is not None
+                down = term.down.to(device=device, dtype=dtype)
+                up = (term.up.to(device=device, dtype=torch.float32) * term.scale).to(dtype)
+            elif low:
+                down = torch.cat([term.down for term in low]).to(device=device, dtype=dtype)  # type: ignore[misc]
+                up = torch.cat([term.up for term in low], dim=1).to(device=device, dtype=torch.float32)  # type: ignore[misc]
+                scales = [term.scale for term in low for _ in range(term.rank)]
                 gain = torch.tensor(scales, dtype=torch.float32, device=device)
                 up = (up * (gain.view(1, -1, 1, 1) if up.dim() == 4 else gain)).to(dtype)
             on_unet = component == "unet"
@@ -173,6 +197,7 @@ class FusionSession:
                 owner=self,
                 static=not on_unet,
                 split=on_unet and self.method.splits(component, path),
+                dense=dense,
             )
             self._layers[target] = site
             injection.install(site)
@@ -356,6 +381,36 @@ class FusionSession:
     def description(self) -> str:
         parts = [f"{s.name}:{s.weight:g}" + (f" ({s.role})" if s.role != "other" else "") for s in self.specs]
         return f"{self.method.name}[{', '.join(parts)}]"
+
+
+def _scaled(start: float, gains: tuple[float, ...]) -> float:
+    for gain in gains:  # in this order, so a LoRA's scale is computed as it always was (bit for bit)
+        start *= gain
+    return start
+
+
+def _term(name: str, target: str, index: int, module: AdapterModule, gains: tuple[float, ...],
+          weight: torch.Tensor) -> Term | None:
+    """How the session carries ``module`` (None: it does not act, its gain is 0)."""
+    factors = module.factors()
+    if factors is None:  # a dense term D x (LyCORIS full/diff, a LoHa/LoKr of high exact rank)
+        gain = _scaled(1.0, gains)
+        if gain == 0.0:
+            return None
+        if tuple(module.weight_shape) != tuple(weight.shape):
+            raise IncompatibleAdapterError(f"{name}: {module.family} delta at {target} is {list(module.weight_shape)}, "
+                                           f"the base weight is {list(weight.shape)}")
+        return Term(index, module, None, None, gain)
+    down, up, own = factors
+    scale = _scaled(own, gains)
+    if scale == 0.0:
+        return None
+    if down.dim() == 4 and (up.shape[2:] != (1, 1) or down.shape[2:] != weight.shape[2:]):
+        raise IncompatibleAdapterError(
+            f"{name}: conv LoRA at {target} needs a {tuple(weight.shape[2:])} down kernel "
+            f"and a 1x1 up kernel, got {tuple(down.shape[2:])} and {tuple(up.shape[2:])}"
+        )
+    return Term(index, module, down, up, scale, own)
 
 
 def _rows_of(call: Mapping[str, Any]) -> int:

@@ -70,6 +70,14 @@ class AdapterModule:
         """The stored tensors by role name (for checks, fingerprints and sizes)."""
         raise NotImplementedError
 
+    def as_lora(self) -> LoraModule | None:
+        """The exact low-rank form as a :class:`LoraModule` (alpha = scale x rank), or None for a dense update."""
+        factors = self.factors()
+        if factors is None:
+            return None
+        down, up, scale = factors
+        return LoraModule(down=down, up=up, alpha=scale * int(down.shape[0]))
+
     def num_parameters(self) -> int:
         return sum(t.numel() for t in self.tensors().values())
 
@@ -121,6 +129,9 @@ class LoraModule(AdapterModule):
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         return self.down, self.up, self.scale
+
+    def as_lora(self) -> LoraModule:
+        return self
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"down": self.down, "up": self.up}

@@ -30,7 +30,7 @@ from torch import nn
 
 from fusion.methods.base import FusionMethod, one_content_one_style
 from fusion.spec import AdapterSpec
-from library.lora import LoraAdapter, LoraModule
+from library.lora import AdapterModule, DenseModule, LoraAdapter, LoraModule
 
 METADATA_ROLE = "medley.b4m"
 METADATA_FROZEN = "medley.b4m.frozen"
@@ -97,9 +97,11 @@ class B4MMethod(FusionMethod):
         frozen = frozen_fraction(content.adapter)
         if frozen_fraction(style.adapter) != frozen:
             raise ValueError("b4m: content and style adapters were trained with different frozen fractions")
-        modules: dict[str, LoraModule] = {}
+        modules: dict[str, AdapterModule] = {}
         for target in sorted(set(content.adapter.modules) | set(style.adapter.modules)):
-            cm, sm = content.adapter.modules.get(target), style.adapter.modules.get(target)
+            cm, sm = (None if m is None else _low_rank(spec.name, target, m)
+                      for m, spec in ((content.adapter.modules.get(target), content),
+                                      (style.adapter.modules.get(target), style)))
             component = target.partition(".")[0]
             wc, ws = content.component_weight(component), style.component_weight(component)
             if cm is not None and sm is not None:
@@ -120,18 +122,42 @@ class B4MMethod(FusionMethod):
     def _project(self, specs: list[AdapterSpec]) -> list[AdapterSpec]:
         c, s = one_content_one_style(specs, "b4m")
         content, style = specs[c].adapter.modules, specs[s].adapter.modules
-        new_style = dict(style)
-        new_content = dict(content)
-        for target in set(content) & set(style):
-            new_style[target] = project_off(style[target], content[target])
+        new_style: dict[str, AdapterModule] = dict(style)
+        new_content: dict[str, AdapterModule] = dict(content)
+        for target in sorted(set(content) & set(style)):
+            content_lora = _low_rank(specs[c].name, target, content[target])
+            style_lora = style[target].as_lora()
+            if style_lora is None:  # a dense style update: project its output columns off the content subspace
+                new_style[target] = project_dense_off(style[target], content_lora)
+            else:
+                new_style[target] = project_off(style_lora, content_lora)
             if self.project == "both":
-                new_content[target] = project_off(content[target], style[target])
+                new_content[target] = project_off(content_lora, _low_rank(specs[s].name, target, style[target]))
         out = list(specs)
         out[s] = _replace_adapter(specs[s], LoraAdapter(new_style, dict(specs[s].adapter.metadata)))
         if self.project == "both":
             out[c] = _replace_adapter(specs[c], LoraAdapter(new_content, dict(specs[c].adapter.metadata)))
         self.mode = "project"
         return out
+
+
+def _low_rank(name: str, target: str, module: AdapterModule) -> LoraModule:
+    """``module`` as low-rank factors, or the reason b4m cannot use it."""
+    lora = module.as_lora()
+    if lora is None:
+        raise ValueError(f"b4m: {name} has a dense {module.family} update at {target}; Break-for-Make projects onto "
+                         "the low-rank subspace of the other adapter, which a dense update does not have "
+                         "(use merge or gated for it)")
+    return lora
+
+
+def project_dense_off(module: AdapterModule, other: LoraModule) -> DenseModule:
+    """A dense update with its output columns projected off ``other``'s column space (exact)."""
+    basis, _ = torch.linalg.qr(_flat_up(other))
+    delta = module.delta(torch.float32)
+    flat = delta.reshape(delta.shape[0], -1)
+    projected = flat - basis @ (basis.T @ flat)
+    return DenseModule(weight=projected.reshape(delta.shape), scale=1.0, source_family=module.family)
 
 
 def _replace_adapter(spec: AdapterSpec, adapter: LoraAdapter) -> AdapterSpec:
