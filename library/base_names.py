@@ -14,15 +14,22 @@ WRITTEN_NAMES: dict[str, tuple[str, str, str, str]] = {
     "unknown": ("unknown/lora", "", "diffusers", ""),
 }
 HINT_KEYS: tuple[str, ...] = ("modelspec.architecture", "ss_base_model_version", "ss_sd_model_name", "ss_v2")
+# kohya's sd-scripts writes ss_base_model_version "flux1", "sd3"... and modelspec.architecture
+# "flux-1-dev/lora", "stable-diffusion-v3-medium/lora": base_from_text reads both.
 
 
 def base_from_text(text: str | None) -> str | None:
-    """``stable-diffusion-xl-v1-base/lora``, ``sd_v1``, ``SD 1.5``, ``SDXL 1.0``, ``Pony``... -> a base name."""
+    """``stable-diffusion-xl-v1-base/lora``, ``sd_v1``, ``SD 1.5``, ``SDXL 1.0``, ``Pony``, ``Flux.1 D``,
+    ``SD 3.5 Large``, ``stable-diffusion-v3-medium/lora``... -> a base name."""
     if not text:
         return None
     value = text.strip().lower().replace("_", "-").replace(" ", "-")
     if "toy" in value or "medley" in value:
         return "toy"
+    if "flux" in value:
+        return "flux"
+    if any(marker in value for marker in ("sd3", "sd-3", "sd-v3", "diffusion-v3", "diffusion-3", "sd3.5")):
+        return "sd3"
     if "xl" in value or "pony" in value or "illustrious" in value or "noobai" in value:
         return "sdxl"
     if any(marker in value for marker in ("sd-v2", "sd2", "sd-2", "v2-", "diffusion-v2", "2.0", "2.1")):

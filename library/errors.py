@@ -16,7 +16,11 @@ class PickledFileError(AdapterFileError):
 
 
 class UnsupportedFamilyError(AdapterFileError):
-    """Weights of an adapter family Medley does not read (LyCORIS LoHa/LoKr, DoRA, ...)."""
+    """Weights of an adapter family Medley does not read (OFT/BOFT, GLoRA, ...)."""
+
+
+class ForeignAdapterError(AdapterFileError):
+    """An adapter for another kind of model (a language model, a text or image classifier)."""
 
 
 class AdapterNotFoundError(LibraryError, LookupError):

@@ -201,15 +201,34 @@ def test_peft_metadata_sets_alpha_per_module(tmp_path):
     ("lora_unet_down_blocks_0_resnets_0_conv1.hada_w1_a", "LoHa"),
     ("lora_unet_down_blocks_0_resnets_0_conv1.lokr_w1", "LoKr"),
     ("lora_unet_down_blocks_0_resnets_0_conv1.dora_scale", "DoRA"),
-    ("unet.down_blocks.0.resnets.0.conv1.lora_magnitude_vector.weight", "DoRA"),
     ("lora_unet_down_blocks_0_resnets_0_conv1.lora_mid.weight", "lora_mid"),
-    ("emb_params", "textual-inversion"),
+])
+def test_incomplete_family_modules_are_named(tmp_path, key, family):
+    """LyCORIS / DoRA families are read; a module missing its partners is refused naming its family."""
+    tensors = small_kohya_tensors()
+    tensors[key] = torch.ones(2, 2)
+    save_file(tensors, str(tmp_path / "x.safetensors"))
+    with pytest.raises(AdapterFileError, match=family):
+        plan_file(tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize(("key", "family"), [
+    ("lora_unet_down_blocks_0_resnets_0_conv1.oft_blocks", "OFT"),
+    ("lora_unet_down_blocks_0_resnets_0_conv1.a1.weight", "GLoRA"),
+    ("emb_params", "textual-inversion"),  # an embedding beside LoRA weights with no token named for it
 ])
 def test_unknown_families_are_named(tmp_path, key, family):
     tensors = small_kohya_tensors()
     tensors[key] = torch.ones(2, 2)
     save_file(tensors, str(tmp_path / "x.safetensors"))
     with pytest.raises(UnsupportedFamilyError, match=family):
+        plan_file(tmp_path / "x.safetensors")
+
+
+def test_peft_dora_magnitude_alone_is_named(tmp_path):
+    save_file({"unet.down_blocks.0.resnets.0.conv1.lora_magnitude_vector": torch.ones(64)},
+              str(tmp_path / "x.safetensors"))
+    with pytest.raises(AdapterFileError, match="DoRA"):
         plan_file(tmp_path / "x.safetensors")
 
 

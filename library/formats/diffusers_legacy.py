@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 
 from library.errors import AdapterFileError
+from library.families.base import ALPHA
+from library.families.lora import DOWN, UP
+from library.formats.grouping import ModuleName, plan_groups
 from library.formats.header import SafetensorsHeader
 from library.formats.plan import PlannedModule
 
@@ -42,35 +45,26 @@ def _parse(key: str) -> tuple[str | None, str, str, str]:
 
 
 def plan(file_name: str, header: SafetensorsHeader) -> tuple[list[PlannedModule], list[str]]:
-    groups: dict[tuple[str | None, str], dict[str, str]] = {}
-    group_keys: dict[tuple[str | None, str], str] = {}
-    alpha_keys = [key for key in header.tensors if key.endswith(".alpha")]
+    groups: dict[ModuleName, dict[str, str]] = {}
+    group_keys: dict[ModuleName, str] = {}
+    alpha_keys = {key for key in header.tensors if key.endswith(".alpha")}
     for key in header.tensors:
-        if key.endswith(".alpha"):
+        if key in alpha_keys:
             continue
         if not claims(key):
             raise AdapterFileError(f"{file_name}: key {key[:120]!r} is not a diffusers LoRA key")
         component, module, group, part = _parse(key)
-        groups.setdefault((component, module), {})[part] = key
-        group_keys[(component, module)] = group
-    alpha_of = set(alpha_keys)
+        name = ModuleName(component, module, False, f"{component + '.' if component else ''}{module}")
+        groups.setdefault(name, {})[DOWN if part == "down" else UP] = key
+        group_keys[name] = group
     used_alphas: set[str] = set()
-    modules: list[PlannedModule] = []
-    for (component, module), parts in sorted(groups.items(), key=lambda item: (item[0][0] or "", item[0][1])):
-        if "down" not in parts or "up" not in parts:
-            raise AdapterFileError(f"{file_name}: module {module} has no {'down' if 'down' not in parts else 'up'} "
-                                   "weight")
-        candidates = [f"{group_keys[(component, module)]}.alpha",
-                      f"{component + '.' if component else ''}{module}.alpha"]
-        alpha_key = next((c for c in candidates if c in alpha_of), None)
+    for name, parts in groups.items():
+        candidates = [f"{group_keys[name]}.alpha", f"{name.label}.alpha"]
+        alpha_key = next((c for c in candidates if c in alpha_keys), None)
         if alpha_key is not None:
+            parts[ALPHA] = alpha_key
             used_alphas.add(alpha_key)
-        modules.append(PlannedModule(
-            name=module, component=component, flat=False, down_key=parts["down"], up_key=parts["up"],
-            alpha_key=alpha_key, down_shape=header.tensors[parts["down"]].shape,
-            up_shape=header.tensors[parts["up"]].shape,
-        ))
-    stray = sorted(set(alpha_keys) - used_alphas)
+    stray = sorted(alpha_keys - used_alphas)
     if stray:
         raise AdapterFileError(f"{file_name}: alpha {stray[0][:120]!r} belongs to no LoRA module")
-    return modules, []
+    return plan_groups(file_name, header, groups), []

@@ -1,4 +1,6 @@
-"""Key families of adapter files Medley does not read, named so the error can say what the file is."""
+"""Key families of adapter files Medley does not read, named so the error can say what the file is.
+
+(LoRA, LoCon, LoHa, LoKr, full, norm, (IA)^3, DoRA and textual inversion are read: library/families.)"""
 
 from __future__ import annotations
 
@@ -6,20 +8,10 @@ from library.errors import UnsupportedFamilyError
 
 # family -> key segments (between dots) that mark it
 _SEGMENT_FAMILIES: tuple[tuple[str, frozenset[str]], ...] = (
-    ("LyCORIS LoHa", frozenset({"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2"})),
-    ("LyCORIS LoKr", frozenset({"lokr_w1", "lokr_w2", "lokr_w1_a", "lokr_w1_b", "lokr_w2_a", "lokr_w2_b", "lokr_t2"})),
-    ("DoRA (weight-decomposed LoRA)", frozenset({"dora_scale", "lora_magnitude_vector"})),
-    ("LyCORIS LoCon with CP/Tucker decomposition (lora_mid)", frozenset({"lora_mid"})),
     ("OFT/BOFT", frozenset({"oft_blocks", "oft_diag", "oft_r", "boft_R", "boft_s"})),
-    ("LyCORIS full (diff)", frozenset({"diff", "diff_b"})),
     ("LyCORIS GLoRA", frozenset({"a1", "a2", "b1", "b2"})),
-    ("LyCORIS norm", frozenset({"w_norm", "b_norm"})),
-    ("(IA)3", frozenset({"ia3_l"})),
+    ("LyCORIS T-LoRA", frozenset({"lambda_layer"})),
     ("PEFT embedding LoRA", frozenset({"lora_embedding_A", "lora_embedding_B"})),
-)
-_WHOLE_KEYS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("textual-inversion embedding",
-     frozenset({"emb_params", "string_to_param", "clip_l", "clip_g", "string_to_token"})),
 )
 _PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("full model checkpoint", ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.", "conditioner.")),
@@ -35,9 +27,6 @@ def family_of(key: str) -> str | None:
     for family, markers in _SEGMENT_FAMILIES:
         if any(segment in markers for segment in segments):
             return family
-    for family, keys in _WHOLE_KEYS:
-        if key in keys:
-            return family
     for family, prefixes in _PREFIXES:
         if key.startswith(prefixes):
             return family
@@ -52,6 +41,5 @@ def refuse_unsupported_families(file_name: str, keys: list[str]) -> None:
         family = family_of(key)
         if family is not None:
             raise UnsupportedFamilyError(
-                f"{file_name}: holds {family} weights (e.g. {key[:120]}), which Medley does not read; "
-                "only plain LoRA (down/up) files are supported"
+                f"{file_name}: holds {family} weights (e.g. {key[:120]}), which Medley does not read"
             )

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from library.errors import AdapterFileError
 from library.formats.plan import PlannedModule
-from library.layouts.model_layout import ModelLayout, flatten
+from library.layouts.model_layout import ModelLayout, ModuleShape, flatten
 
 # identifiers that hold underscores of their own, for names no layout knows
 _COMPOUND_WORDS = frozenset({
@@ -21,6 +21,11 @@ _COMPOUND_WORDS = frozenset({
     "linear_1", "linear_2", "add_embedding", "text_model", "self_attn", "q_proj", "k_proj", "v_proj", "out_proj",
     "text_projection", "final_layer_norm", "layer_norm1", "layer_norm2", "input_blocks", "output_blocks",
     "middle_block", "in_layers", "out_layers", "emb_layers", "skip_connection", "time_embed", "label_emb",
+    "norm_out", "double_blocks", "single_blocks", "single_transformer_blocks",
+    "joint_blocks", "x_block", "context_block", "img_attn", "txt_attn", "img_mlp", "txt_mlp", "img_mod", "txt_mod",
+    "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "to_added_qkv", "ff_context", "norm1_context",
+    "x_embedder", "context_embedder", "time_text_embed", "proj_mlp", "adaLN_modulation", "final_layer", "img_in",
+    "txt_in", "time_in", "vector_in", "guidance_in", "timestep_embedder", "text_embedder", "guidance_embedder",
 })
 
 
@@ -54,9 +59,19 @@ def _resolve(layout: ModelLayout, module: PlannedModule) -> tuple[str, str, bool
         if path is None:
             path = layout.resolve(component, module.name if module.flat else flatten(module.name))
         if path is not None:
-            shape = layout.shape(component, path)
-            return component, path, shape == module.shape
+            return component, path, _same_shape(layout.shape(component, path), module)
     return None
+
+
+def _same_shape(shape: ModuleShape | None, module: PlannedModule) -> bool:
+    """The layout's weight is the module's, or (``flat_in``) a conv whose in * kh * kw the module's in is."""
+    if shape is None or module.weight is None:
+        return False
+    if shape == module.weight:
+        return True
+    return (module.flat_in and shape.kernel is not None and module.weight.kernel is None
+            and shape.out_features == module.weight.out_features
+            and shape.in_features * shape.kernel[0] * shape.kernel[1] == module.weight.in_features)
 
 
 def _fallback(module: PlannedModule) -> tuple[str, str]:
@@ -87,5 +102,9 @@ def resolve_targets(file_name: str, modules: Sequence[PlannedModule], layouts: S
         if target in targets:
             raise AdapterFileError(f"{file_name}: two entries ({targets[target].name}, {module.name}) "
                                    f"both target {target}")
-        targets[target] = dataclasses.replace(module, target=target)
+        weight = module.weight
+        if hit and hit[2] and chosen is not None:  # a flattened conv learns its kernel from the layout
+            weight = chosen.shape(component, path)
+        targets[target] = dataclasses.replace(module, target=target, weight=weight,
+                                              flat_in=module.flat_in and not (hit and hit[2]))
     return targets, chosen.name if chosen is not None else None

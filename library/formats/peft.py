@@ -1,11 +1,13 @@
-"""PEFT LoRA keys: diffusers ``unet.<module>.lora_A.weight`` / ``lora_B`` and plain PEFT
-``base_model.model.<module>.lora_A.weight``.
+"""PEFT keys: diffusers ``unet.<module>.lora_A.weight`` / ``lora_B`` and plain PEFT
+``base_model.model.<module>.lora_A.weight``, with PEFT's other families in the same spelling (DoRA
+``lora_magnitude_vector``, LoHa ``hada_w1_a``..., LoKr ``lokr_w1``..., (IA)^3 ``ia3_l``).
 
-Alphas come from ``<module>.alpha`` tensors when present, else from the LoRA config:
-the ``lora_adapter_metadata`` JSON in the header (diffusers; keys prefixed with the
-component when a pipeline saved it) or an ``adapter_config.json`` beside a plain PEFT
-file; ``alpha_pattern`` overrides ``lora_alpha`` per module, ``use_rslora`` scales by
-alpha / sqrt(r). With no config at all alpha = rank (scale 1), PEFT's convention.
+Alphas come from ``<module>.alpha`` tensors when present, else from the adapter's config: the
+``lora_adapter_metadata`` JSON in the header (diffusers; keys prefixed with the component when a pipeline
+saved it) or an ``adapter_config.json`` beside a plain PEFT file; ``alpha_pattern`` overrides
+``lora_alpha`` (LoHa/LoKr: ``alpha``) per module, ``use_rslora`` scales by alpha / sqrt(r). With no config
+at all alpha = rank (scale 1), PEFT's convention. (PEFT scales a LoKr made of two full matrices by
+alpha / r as well; LyCORIS by 1, which is what is read here.)
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from library.errors import AdapterFileError, UnsupportedFamilyError
+from library.errors import AdapterFileError
+from library.families.base import MAGNITUDE
+from library.families.lora import DOWN, UP
+from library.formats.grouping import ModuleName, plan_groups
 from library.formats.header import SafetensorsHeader
 from library.formats.plan import PlannedModule
 from library.sidecars import PEFT_CONFIG_SUFFIX as CONFIG_SUFFIX
@@ -27,14 +32,30 @@ DIFFUSERS_FORMAT = "diffusers-peft"
 PLAIN_FORMAT = "peft"
 METADATA_KEY = "lora_adapter_metadata"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
-KEY = re.compile(
-    r"^(base_model\.model\.)?(?:(unet|text_encoder|text_encoder_2)\.)?(.+)\.lora_(A|B)(?:\.([A-Za-z0-9_\-]+))?\.weight$"
-)
-_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+_NAME = r"(?:\.[A-Za-z0-9_\-]+)?"  # an adapter name PEFT may leave in a key ("default")
+_PARAMETER = (rf"lora_(?P<ab>A|B){_NAME}\.weight|lora_magnitude_vector{_NAME}(?:\.weight)?|alpha|ia3_l|"
+              r"lora_(?:down|up|mid)\.weight|hada_(?:w[12]_[ab]|t[12])|lokr_(?:w[12](?:_[ab])?|t2)|diff|diff_b|"
+              r"w_norm|b_norm")
+KEY = re.compile(rf"^(base_model\.model\.)?(?:(unet|text_encoder|text_encoder_2|text_encoder_3|transformer)\.)?"
+                 rf"(.+)\.(?P<parameter>{_PARAMETER})$")
+_COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "text_encoder_3", "transformer")
+
+
+def split(key: str) -> tuple[bool, str | None, str, str] | None:
+    """(plain PEFT, component, module path, parameter in LyCORIS / kohya spelling) of a PEFT key, or None."""
+    match = KEY.match(key)
+    if match is None:
+        return None
+    parameter = match.group("parameter")
+    if match.group("ab") is not None:
+        parameter = DOWN if match.group("ab") == "A" else UP
+    elif parameter.startswith(MAGNITUDE):
+        parameter = MAGNITUDE
+    return match.group(1) is not None, match.group(2), match.group(3), parameter
 
 
 def claims(key: str) -> bool:
-    return KEY.match(key) is not None
+    return split(key) is not None
 
 
 def is_plain(keys: list[str]) -> bool:
@@ -62,11 +83,8 @@ class LoraConfigView:
 
 
 def _config_view(file_name: str, raw: Mapping[str, Any]) -> LoraConfigView:
-    if raw.get("use_dora"):
-        raise UnsupportedFamilyError(f"{file_name}: is a DoRA adapter (use_dora in its config), which Medley does "
-                                     "not read; only plain LoRA files are supported")
     try:
-        alpha = raw.get("lora_alpha")
+        alpha = raw.get("lora_alpha", raw.get("alpha"))
         pattern = raw.get("alpha_pattern") or {}
         return LoraConfigView(
             lora_alpha=None if alpha is None else float(alpha),
@@ -111,11 +129,11 @@ def config_path_beside(path: Path) -> Path | None:
     return next((c for c in candidates if c.is_file() and not c.is_symlink()), None)
 
 
-def config_beside(path: Path) -> dict[str | None, LoraConfigView]:
-    """The LoRA config found by :func:`config_path_beside`, if any."""
+def raw_config_beside(path: Path) -> dict[str, Any] | None:
+    """The JSON object of the config found by :func:`config_path_beside`, or None when there is none."""
     config_path = config_path_beside(path)
     if config_path is None:
-        return {}
+        return None
     if config_path.stat().st_size > MAX_CONFIG_BYTES:
         raise AdapterFileError(f"{path.name}: {config_path.name} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
@@ -124,42 +142,32 @@ def config_beside(path: Path) -> dict[str | None, LoraConfigView]:
         raise AdapterFileError(f"{path.name}: {config_path.name} beside it is not valid JSON") from None
     if not isinstance(raw, dict):
         raise AdapterFileError(f"{path.name}: {config_path.name} beside it is not a JSON object")
-    return {None: _config_view(path.name, raw)}
+    return raw
+
+
+def config_views(file_name: str, raw: Mapping[str, Any] | None) -> dict[str | None, LoraConfigView]:
+    """The scale-setting view of a config read beside a file (it applies to every module)."""
+    return {} if raw is None else {None: _config_view(file_name, raw)}
+
+
+def config_beside(path: Path) -> dict[str | None, LoraConfigView]:
+    """The LoRA config found by :func:`config_path_beside`, if any."""
+    return config_views(path.name, raw_config_beside(path))
 
 
 def plan(file_name: str, header: SafetensorsHeader,
          configs: Mapping[str | None, LoraConfigView]) -> tuple[list[PlannedModule], list[str]]:
-    groups: dict[tuple[str | None, str], dict[str, str]] = {}
-    prefixes: dict[tuple[str | None, str], str] = {}
-    alpha_keys = {key for key in header.tensors if key.endswith(".alpha")}
+    groups: dict[ModuleName, dict[str, str]] = {}
     for key in header.tensors:
-        if key in alpha_keys:
-            continue
-        match = KEY.match(key)
-        if match is None:
+        parts = split(key)
+        if parts is None:
             raise AdapterFileError(f"{file_name}: key {key[:120]!r} is not a PEFT LoRA key")
-        wrapper, component, path, part, _adapter = match.groups()
-        groups.setdefault((component, path), {})[part] = key
-        prefixes[(component, path)] = (wrapper or "") + (component + "." if component else "") + path
-    used_alphas: set[str] = set()
-    modules: list[PlannedModule] = []
-    for (component, path), parts in sorted(groups.items(), key=lambda item: (item[0][0] or "", item[0][1])):
-        if "A" not in parts or "B" not in parts:
-            raise AdapterFileError(f"{file_name}: module {path} has no lora_{'A' if 'A' not in parts else 'B'} weight")
-        down_shape = header.tensors[parts["A"]].shape
-        candidate = prefixes[(component, path)] + ".alpha"
-        alpha_key = candidate if candidate in alpha_keys else None
-        alpha: float | None = None
-        if alpha_key is not None:
-            used_alphas.add(alpha_key)
-        else:
-            config = configs.get(component) or configs.get(None)
-            alpha = config.alpha_for(path, down_shape[0]) if config is not None and down_shape else None
-        modules.append(PlannedModule(
-            name=path, component=component, flat=False, down_key=parts["A"], up_key=parts["B"],
-            alpha_key=alpha_key, down_shape=down_shape, up_shape=header.tensors[parts["B"]].shape, alpha=alpha,
-        ))
-    stray = sorted(alpha_keys - used_alphas)
-    if stray:
-        raise AdapterFileError(f"{file_name}: alpha {stray[0][:120]!r} belongs to no LoRA module")
-    return modules, []
+        plain, component, path, parameter = parts
+        label = ("base_model.model." if plain else "") + (component + "." if component else "") + path
+        groups.setdefault(ModuleName(component, path, False, label), {})[parameter] = key
+
+    def alpha_of(module: ModuleName, rank: int) -> float | None:
+        config = configs.get(module.component) or configs.get(None)
+        return config.alpha_for(module.name, rank) if config is not None else None
+
+    return plan_groups(file_name, header, groups, alpha_of), []

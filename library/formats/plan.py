@@ -1,76 +1,95 @@
-"""What a file holds, read from its header alone: one :class:`PlannedModule` per LoRA module.
+"""What a file holds, read from its header alone: one :class:`PlannedModule` per adapter module.
 
-A plan names the tensors of each module and their shapes without loading any
-data, so the catalogue can describe thousands of files quickly; ``read_adapter``
-then loads exactly the tensors a plan names.
+A plan names the tensors of each module and their shapes without loading any data, so the catalogue can
+describe thousands of files quickly; ``read_adapter`` then loads exactly the tensors a plan names.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from library.errors import AdapterFileError
+from library.families.base import ALPHA, DORA_SCALE, MAGNITUDE
+from library.families.embedding import PlannedEmbedding
 from library.layouts.model_layout import ModuleShape
 
 
 @dataclass(frozen=True)
 class PlannedModule:
-    """One LoRA module as a file stores it.
+    """One adapter module as a file stores it.
 
-    ``name`` is the module name as written (dotted, or kohya-flattened when ``flat``),
-    ``component`` is None when the file does not say (plain PEFT); ``target`` is the
-    canonical ``<component>.<module path>`` once names are resolved.
+    ``name`` is the module name as written (dotted, or kohya-flattened when ``flat``), ``component`` is
+    None when the file does not say (plain PEFT); ``family`` is the family of its update (lora, locon,
+    loha, lokr, full, norm, ia3), ``keys`` maps each of its parameters (LyCORIS / kohya names:
+    ``lora_down.weight``, ``hada_w1_a``, ``alpha``...) to the tensor key in the file; ``weight`` is the
+    shape of the weight it updates (None when the header cannot tell: a norm, (IA)^3); ``rank`` the rank
+    its trainer chose (0 when the family has none); ``alpha`` comes from a LoRA config (PEFT) when the
+    file has no alpha tensor; ``target`` is the canonical ``<component>.<module path>`` once resolved.
     """
 
     name: str
     component: str | None
     flat: bool
-    down_key: str
-    up_key: str
-    alpha_key: str | None
-    down_shape: tuple[int, ...]
-    up_shape: tuple[int, ...]
+    family: str
+    keys: Mapping[str, str]
+    weight: ModuleShape | None
+    rank: int = 0
     alpha: float | None = None
+    flat_in: bool = False
     target: str = ""
 
     @property
-    def rank(self) -> int:
-        return self.down_shape[0]
+    def shape(self) -> ModuleShape | None:
+        return self.weight
 
     @property
-    def shape(self) -> ModuleShape:
-        kernel = (self.down_shape[2], self.down_shape[3]) if len(self.down_shape) == 4 else None
-        return ModuleShape(self.up_shape[0], self.down_shape[1], kernel)
+    def alpha_key(self) -> str | None:
+        return self.keys.get(ALPHA)
+
+    @property
+    def decomposed(self) -> bool:
+        """A DoRA: a magnitude vector beside the direction."""
+        return DORA_SCALE in self.keys or MAGNITUDE in self.keys
+
+    @property
+    def label_family(self) -> str:
+        """The family shown to people: ``dora`` for a weight-decomposed module, else its own."""
+        return "dora" if self.decomposed else self.family
 
 
 @dataclass
 class AdapterPlan:
-    """A whole file: its format, its modules by canonical target, header metadata and base hints."""
+    """A whole file: its format, its modules by canonical target, header metadata and base hints;
+    ``embeddings``: textual-inversion vectors it holds (a pure embedding file has no modules)."""
 
     format: str
     modules: dict[str, PlannedModule]
     metadata: dict[str, str] = field(default_factory=dict)
     hints: list[str] = field(default_factory=list)
     layout: str | None = None
+    embeddings: list[PlannedEmbedding] = field(default_factory=list)
 
     @property
     def rank(self) -> int:
+        """The largest rank a trainer chose (a file may mix ranks; 0 for full diffs and embeddings)."""
         return max((m.rank for m in self.modules.values()), default=0)
 
+    @property
+    def families(self) -> list[str]:
+        found = {m.label_family for m in self.modules.values()}
+        if self.embeddings:
+            found.add("embedding")
+        return sorted(found)
+
+    @property
+    def family(self) -> str:
+        """``lora``, ``lokr``, ``embedding``, or several joined by ``+`` (``lora+embedding``)."""
+        return "+".join(self.families) or "none"
+
+    @property
+    def tokens(self) -> list[str]:
+        return list(dict.fromkeys(e.token for e in self.embeddings))
+
     def shapes(self) -> dict[str, ModuleShape]:
-        return {target: module.shape for target, module in self.modules.items()}
-
-
-def check_module_shapes(file_name: str, module: PlannedModule) -> None:
-    """down [r, in] with up [out, r], or conv down [r, in, kh, kw] with up [out, r, 1, 1]."""
-    down, up = module.down_shape, module.up_shape
-    label = module.name
-    if len(down) != len(up) or len(down) not in (2, 4):
-        raise AdapterFileError(f"{file_name}: module {label} has down {list(down)} and up {list(up)}, "
-                               "which are not a linear or conv LoRA pair")
-    if down[0] == 0 or down[1] == 0 or up[0] == 0:
-        raise AdapterFileError(f"{file_name}: module {label} has an empty weight")
-    if down[0] != up[1]:
-        raise AdapterFileError(f"{file_name}: module {label} has mismatched ranks (down {down[0]}, up {up[1]})")
-    if len(up) == 4 and tuple(up[2:]) != (1, 1):
-        raise AdapterFileError(f"{file_name}: module {label} has a {up[2]}x{up[3]} up conv; only 1x1 is supported")
+        """{target: updated weight shape} of every linear/conv module whose shape the header gives."""
+        return {target: module.weight for target, module in self.modules.items() if module.weight is not None}

@@ -19,7 +19,7 @@ import torch
 from library.base_names import WRITTEN_NAMES
 from library.formats.kohya import module_prefix
 from library.layouts.model_layout import ModelLayout, built_in_layout, flatten
-from library.lora import LoraAdapter, split_target
+from library.lora import LoraAdapter, LoraModule, split_target
 from library.metadata import AdapterInfo, alias
 
 NETWORK_MODULE = "networks.lora"
@@ -42,6 +42,7 @@ def _number(value: float) -> str:
 
 def header_metadata(adapter: LoraAdapter, info: AdapterInfo, base: str) -> dict[str, str]:
     """The ``ss_*``, ``modelspec.*`` and ``medley.*`` keys for ``adapter`` (on top of its own metadata)."""
+    _check_low_rank(adapter)
     architecture, version, implementation, resolution = WRITTEN_NAMES.get(base, WRITTEN_NAMES["unknown"])
     name = alias(info.name or info.title or "adapter")
     alphas = [float(m.alpha) for m in adapter.modules.values()]
@@ -78,7 +79,14 @@ def header_metadata(adapter: LoraAdapter, info: AdapterInfo, base: str) -> dict[
     return metadata
 
 
+def _check_low_rank(adapter: LoraAdapter) -> None:
+    for target, module in sorted(adapter.modules.items()):
+        if not isinstance(module, LoraModule) or module.family != "lora":
+            raise ValueError(f"{target} is a {module.family} module; only LoRA modules are written as kohya files")
+
+
 def kohya_state_dict(adapter: LoraAdapter, layout: ModelLayout | None) -> dict[str, torch.Tensor]:
+    _check_low_rank(adapter)
     has_second_encoder = any(name.startswith("text_encoder_2.") for name in adapter.modules)
     tensors: dict[str, torch.Tensor] = {}
     for target, module in sorted(adapter.modules.items()):
