@@ -10,7 +10,7 @@ from typing import Any
 
 from library.records import AdapterRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the family column
 LIST_FIELDS = frozenset({"targets", "triggers", "tags", "previews"})
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AdapterRecord))
 # columns beside the record's fields: exact mtime for change detection, and which fields the user set
@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS adapters (
     size INTEGER NOT NULL DEFAULT 0,
     mtime REAL NOT NULL DEFAULT 0,
     mtime_ns INTEGER NOT NULL DEFAULT 0,
-    user_fields TEXT NOT NULL DEFAULT '[]'
+    user_fields TEXT NOT NULL DEFAULT '[]',
+    family TEXT NOT NULL DEFAULT 'lora'
 );
 CREATE INDEX IF NOT EXISTS adapters_sha256 ON adapters (sha256);
 CREATE INDEX IF NOT EXISTS adapters_base_kind ON adapters (base, kind);
@@ -66,8 +67,20 @@ def connect(path: Path) -> sqlite3.Connection:
         connection.close()
         raise RuntimeError(f"{path} was written by a newer Medley (schema {version}); upgrade Medley")
     connection.executescript(SCHEMA)
+    _migrate(connection)
     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return connection
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Columns added since schema 1 (an older catalogue keeps its rows; a rescan fills them in)."""
+    columns = {row["name"] for row in connection.execute("PRAGMA table_info(adapters)")}
+    if "family" not in columns:
+        try:
+            connection.execute("ALTER TABLE adapters ADD COLUMN family TEXT NOT NULL DEFAULT 'lora'")
+        except sqlite3.OperationalError:  # another process added it first
+            if "family" not in {row["name"] for row in connection.execute("PRAGMA table_info(adapters)")}:
+                raise
 
 
 def record_from_row(row: sqlite3.Row) -> AdapterRecord:

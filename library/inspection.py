@@ -44,5 +44,7 @@ def inspect_adapter_file(path: Path, listing: frozenset[str] | set[str] | None =
     if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
         raise AdapterFileError(f"{path.name}: changed while it was being read; try again")
     base = detect_base(plan.shapes(), unique([*plan.hints, *info.base_hints]))
+    if plan.tokens:  # a textual inversion's tokens are what a prompt writes to use it
+        info.triggers = unique([*plan.tokens, *info.triggers])
     return AdapterFacts(path=path, plan=plan, info=info, sidecars=sidecars, base=base, sha256=digest,
                         size=after.st_size, mtime_ns=after.st_mtime_ns)

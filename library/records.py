@@ -33,6 +33,9 @@ class AdapterRecord:
     source: str = ""  # "starter", "import", "scan", "trained"
     size: int = 0
     mtime: float = 0.0
+    # what kind of adapter the file holds (library/families): lora, locon, loha, lokr, full, dora, ia3, norm,
+    # embedding (a textual inversion: tokens and vectors, no module updates), or several joined by "+"
+    family: str = "lora"
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
