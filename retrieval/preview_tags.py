@@ -1,14 +1,21 @@
 """Zero-shot tags for an adapter's previews with a CLIP-style embedder (the refiner adds them).
 
 :func:`zero_shot_tags` is the math; :class:`PreviewTagger` applies it to a catalogue record's
-preview files (cached by file); :func:`preview_tagger` gives the tagger of an open_clip folder
-(the toy CLIP by default), or ``None`` where open_clip or the model is missing.
+preview files (cached by file, in memory and, given a :class:`TagStore`, on disk);
+:func:`preview_tagger` gives the tagger of an open_clip folder (the toy CLIP by default), or
+``None`` where open_clip or the model is missing.
+
+The disk cache is what keeps ``medley search`` from loading torch and open_clip on every run: the
+retriever describes every adapter each time it opens, and a description holds its previews' tags.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -84,6 +91,50 @@ def _file_key(path: str) -> tuple[str, int, int]:
     return (path, stat.st_size, stat.st_mtime_ns)
 
 
+TAG_STORE_FILE = "preview-tags.json"
+
+
+class TagStore:
+    """Preview tags on disk (``<folder>/preview-tags.json``), by a key of the model, labels and preview files.
+
+    A lost or unreadable file only costs the tags' recomputation; a write merges with what another
+    process wrote meanwhile and replaces the file atomically."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.path = Path(folder) / TAG_STORE_FILE
+        self._lock = threading.Lock()
+        self._entries: dict[str, list[str]] | None = None
+
+    def _read(self) -> dict[str, list[str]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): [str(t) for t in v] for k, v in data.items() if isinstance(v, list)}
+
+    def get(self, key: str) -> list[str] | None:
+        with self._lock:
+            if self._entries is None:
+                self._entries = self._read()
+            tags = self._entries.get(key)
+            return None if tags is None else list(tags)
+
+    def put(self, key: str, tags: Sequence[str]) -> None:
+        from library.files import write_atomic
+
+        with self._lock:
+            entries = self._read() | (self._entries or {})
+            entries[key] = list(tags)
+            self._entries = entries
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(self.path, json.dumps(entries, sort_keys=True, separators=(",", ":")).encode())
+            except OSError as error:  # a read-only home: the tags stay cached in memory
+                log.debug("preview tags not saved to %s: %s", self.path, error)
+
+
 class PreviewTagger:
     """Zero-shot tags (:func:`retrieval.preview_tags.zero_shot_tags`) of a record's previews, cached by file.
 
@@ -93,22 +144,35 @@ class PreviewTagger:
     """
 
     def __init__(self, embedder: ImageTextEmbedder, labels: Sequence[str] | None = None, *, toy_only: bool = False,
-                 top_k: int = PREVIEW_TAGS) -> None:
+                 top_k: int = PREVIEW_TAGS, store: TagStore | None = None) -> None:
         self.embedder = embedder
         self.labels = list(labels) if labels is not None else toy_world_labels()
         self.toy_only = toy_only
         self.top_k = top_k
+        self.store = store
         self.enabled = True
         self._cache: dict[tuple[tuple[str, int, int], ...], list[str]] = {}
+
+    def _store_key(self, files: tuple[tuple[str, int, int], ...]) -> str | None:
+        name = getattr(self.embedder, "name", None)  # the model and its weights; without one, no disk cache
+        if not isinstance(name, str):
+            return None
+        text = json.dumps([name, self.labels, self.top_k, self.toy_only, files])
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def __call__(self, record: AdapterRecord) -> list[str]:
         if not (self.enabled and record.previews) or (self.toy_only and record.base != "toy"):
             return []
         key = tuple(_file_key(path) for path in record.previews)
         if key not in self._cache:
-            tags = self._tags(record.previews)
-            if not self.enabled:
-                return []
+            stored_key = self._store_key(key) if self.store is not None else None
+            tags = self.store.get(stored_key) if self.store is not None and stored_key is not None else None
+            if tags is None:
+                tags = self._tags(record.previews)
+                if not self.enabled:
+                    return []
+                if self.store is not None and stored_key is not None:
+                    self.store.put(stored_key, tags)
             self._cache[key] = tags
         return list(self._cache[key])
 
@@ -139,14 +203,17 @@ class PreviewTagger:
 
 
 _TAGGERS: dict[str, PreviewTagger] = {}
+_STORES: dict[str, TagStore] = {}
 
 
 def open_clip_installed() -> bool:
     return importlib.util.find_spec("open_clip") is not None
 
 
-def preview_tagger(clip_path: str | Path | None = None) -> PreviewTagger | None:
-    """A tagger over an open_clip folder (``None``: the toy CLIP); ``None`` where open_clip or the model is missing."""
+def preview_tagger(clip_path: str | Path | None = None, cache_dir: str | Path | None = None) -> PreviewTagger | None:
+    """A tagger over an open_clip folder (``None``: the toy CLIP); ``None`` where open_clip or the model is missing.
+
+    With ``cache_dir`` the tags are kept on disk there too (:class:`TagStore`)."""
     from retrieval.embedders.image import ImageEmbedder
     from retrieval.embedders.text import EmbedderUnavailableError
 
@@ -156,7 +223,12 @@ def preview_tagger(clip_path: str | Path | None = None) -> PreviewTagger | None:
         embedder = ImageEmbedder(clip_path)
     except EmbedderUnavailableError:
         return None
-    key = f"{embedder.path.resolve()}|{embedder.name}|{clip_path is None}"  # the name changes with the weights
+    store = None
+    if cache_dir is not None:
+        folder = str(Path(cache_dir).expanduser().resolve())
+        store = _STORES.setdefault(folder, TagStore(folder))
+    # the name changes with the weights
+    key = f"{embedder.path.resolve()}|{embedder.name}|{clip_path is None}|{store.path if store else ''}"
     if key not in _TAGGERS:
-        _TAGGERS[key] = PreviewTagger(embedder, toy_only=clip_path is None)
+        _TAGGERS[key] = PreviewTagger(embedder, toy_only=clip_path is None, store=store)
     return _TAGGERS[key]

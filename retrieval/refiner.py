@@ -146,10 +146,10 @@ def description_hash(text: str) -> str:
 # -- the retriever's describer ------------------------------------------------------------------
 
 
-def default_describer(clip_path: str | Path | None = None) -> Describer:
+def default_describer(clip_path: str | Path | None = None, cache_dir: str | Path | None = None) -> Describer:
     """:func:`describe` plus the zero-shot tags of the previews (:func:`retrieval.preview_tags.preview_tagger`)
-    where an open_clip model is available."""
-    tagger = preview_tagger(clip_path)
+    where an open_clip model is available; with ``cache_dir`` the tags are kept on disk there."""
+    tagger = preview_tagger(clip_path, cache_dir)
     if tagger is None:
         return describe
 

@@ -58,7 +58,8 @@ class Retriever:
     ``home`` to ``MEDLEY_HOME``; ``persist=False`` keeps the index in memory only.
     ``describer`` turns a record into the text that is embedded (default
     :func:`retrieval.refiner.default_describer`: :func:`~retrieval.refiner.describe` plus the zero-shot
-    tags of the previews where the toy CLIP is available; pass a closure to add file metadata or Civitai info).
+    tags of the previews where the toy CLIP is available, kept in the index folder; pass a closure to add file
+    metadata or Civitai info).
     """
 
     def __init__(
@@ -80,7 +81,9 @@ class Retriever:
             embedder = TextEmbedder()
         self.embedder = embedder
         self.home = home
-        self.describer = describer if describer is not None else default_describer()
+        # a persisted index keeps the preview tags beside it: describing the library then needs no CLIP
+        self.describer = describer if describer is not None else default_describer(
+            cache_dir=self._directory() if persist else None)
         self.persist = persist
         self.index_name = index_name
         self.index_kind = index_kind
