@@ -172,9 +172,12 @@ class FusedLayer(nn.Module):
             state["_dense_eff"] = _dense_sum(self.dense, gains)
             uncond = owner.uncond_gains
             mine = None if uncond is None else [uncond[term.adapter] for term in self.dense]
-            state["_dense_uncond"] = (None if mine is None or all(g == 1.0 for g in mine)
-                                      else _dense_sum(self.dense, tuple(g * u for g, u in zip(gains, mine,
-                                                                                               strict=True))))
+            uncond_sum = None
+            if mine is not None and any(g != 1.0 for g in mine):  # the unconditional rows use their own sum
+                uncond_sum = _dense_sum(self.dense, tuple(g * u for g, u in zip(gains, mine, strict=True)))
+                if uncond_sum is None:  # every term silent there
+                    uncond_sum = torch.zeros_like(self.dense[0].weight)
+            state["_dense_uncond"] = uncond_sum
 
     def _kept(self, key: tuple[float, ...] | None) -> list[int]:
         """The slots that act under per-slot gates ``key`` (zero-gated slots are dropped unless split)."""
