@@ -99,16 +99,19 @@ def _run_generate(args: argparse.Namespace) -> int:
         paths = save_outcome(images, records, args.out.parent, out=args.out)
     if args.grid is not None:
         save_grid([outcome.images for outcome in outcomes], args.prompts, args.grid)
-    for note in (note for outcome in outcomes for note in outcome.notices):
-        print(f"medley: {note}", file=sys.stderr)
+    notes = [note for outcome in outcomes for note in outcome.notices]
     if args.json:
         for record, path in zip(records, paths, strict=True):
             print(json.dumps({"path": str(path), **record.to_dict()}))
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         return 0
     for record, path in zip(records, paths, strict=True):
         used = ", ".join(f"{a['alias']}:{a['weight']:g}" for a in record.adapters)
         print(f"{path}  seed {record.seed}  {record.seconds:.2f}s  {record.prompt}"
               + (f"  [{used} via {args.fusion}]" if used else ""))
+    for note in notes:
+        print(f"note: {note}")
     if args.grid is not None:
         print(f"grid: {args.grid}")
     return 0

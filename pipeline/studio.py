@@ -16,6 +16,7 @@ calls :meth:`Studio.render`; the faces translate, the core composes:
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -106,6 +107,7 @@ class _Image:
     seed: int
     picks: list[Pick] = field(default_factory=list)
     specs: list[AdapterSpec] = field(default_factory=list)
+    records: list[AdapterRecord] = field(default_factory=list)
     prompt: str = ""
 
 
@@ -199,6 +201,7 @@ class Studio:
                                 fusion_options=dict(request.fusion_options))
         self._plan_images(request, images, outcome)
         self._resolve(request, images)
+        outcome.notices.extend(self._vocabulary_notices(images))
         runs = _runs(images)
         base = self.base
         per_run = [math.ceil(len(run) / CHUNK) * request.steps for run in runs]
@@ -288,9 +291,39 @@ class Studio:
                 triggers.append(record.triggers)
             image.picks = resolved
             image.specs = [specs[pick] for pick in resolved]
+            image.records = [records[pick.key] for pick in resolved]
             image.prompt = add_triggers(image.clean, triggers) if request.add_triggers else image.clean
             if not image.prompt.strip():
                 raise RenderError("the prompt is empty")
+
+
+    def _vocabulary_notices(self, images: list[_Image]) -> list[str]:
+        """On the embedded toy base: the prompt words it cannot draw that no composed adapter covers, with the
+        library adapters that would add them."""
+        if self.base.family != "toy":
+            return []
+        from toyworld.prompt_check import unknown_words
+
+        notices: list[str] = []
+        seen: set[tuple[str, str]] = set()
+        library: list[AdapterRecord] | None = None
+        for image in images:
+            for unknown in unknown_words(image.clean):
+                if (unknown.word, unknown.slot) in seen or any(_mentions(r, unknown.word) for r in image.records):
+                    continue
+                seen.add((unknown.word, unknown.slot))
+                if library is None:
+                    library = [r for r in self.catalog.list() if r.base in ("toy", "unknown")]
+                offers = tuple(f"{r.name} (trigger {r.triggers[0]})" if r.triggers else r.name
+                               for r in library if _mentions(r, unknown.word))[:3]
+                notices.append(unknown.message(offers))
+        return notices
+
+
+def _mentions(record: AdapterRecord, word: str) -> bool:
+    """Whether an adapter's name, title, triggers, tags or description hold ``word`` as a whole word."""
+    text = " ".join([record.name.replace("-", " "), record.title, *record.triggers, *record.tags, record.description])
+    return re.search(rf"(?<![a-z]){re.escape(word)}(?![a-z])", text.lower()) is not None
 
 
 def _tag_pick(reference: LoraReference, source: str = "tag") -> Pick:

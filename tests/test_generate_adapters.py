@@ -89,11 +89,12 @@ def test_batch_runs_group_images_and_each_matches_its_solo_render(two_adapters, 
     prompts = ["a red circle <lora:blobby:1>", "a blue square", "a green star <lora:blobby:1>"]
     outcome = studio.render(RenderRequest(prompts, seed=[5, 6, 7], steps=3))
     assert outcome.runs == 2  # images 0 and 2 share their adapters
-    assert [p.prompt for p in outcome.provenance] == ["blobword, a red circle", "a blue square", "blobword, a green star"]
+    assert [p.prompt for p in outcome.provenance] == ["blobword, a red circle", "a blue square",
+                                                      "blobword, a green star"]
     for index, prompt in enumerate(prompts):
         solo = studio.render(RenderRequest(prompt, seed=5 + index, steps=3))
         # the same seed and adapters; a batch of 2 sums its matrix products in another order than a batch of 1
-        # on the CPU, which moves a pixel by at most a level or two (measured: 1)
+        # on the CPU, which may move a pixel by a level or two
         difference = np.abs(np.asarray(solo.images[0], dtype=int) - np.asarray(outcome.images[index], dtype=int))
         assert difference.max() <= 2, (index, difference.max())
 
@@ -157,3 +158,12 @@ def test_python_api_render_and_generate_with_specs(two_adapters, toy_base):
 
     result = generate(toy_base, outcome.prompts[0], seed=2, steps=4, adapters=[AdapterSpec("wavy", adapter, 1.0)])
     assert np.array_equal(np.asarray(result.images[0]), np.asarray(outcome.images[0]))
+
+
+def test_cli_says_which_prompt_words_the_toy_base_cannot_draw(capsys, tmp_path):
+    args = ["--steps", "1", "--out"]
+    assert main(["generate", "a black circle on a blue background", *args, str(tmp_path / "a.png")]) == 0
+    out = capsys.readouterr().out
+    assert "note: the embedded base cannot draw 'black' as a shape colour (it knows red, orange, yellow" in out
+    assert main(["generate", "a red circle on a blue background", *args, str(tmp_path / "b.png")]) == 0
+    assert "note:" not in capsys.readouterr().out

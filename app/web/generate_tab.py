@@ -16,7 +16,7 @@ from app.web.services import AdapterRow, GenerateRequest, MedleyServices
 if TYPE_CHECKING:
     from pipeline import RenderOutcome
 
-GenerateOutputs = tuple[list[tuple[str, str]], list[dict[str, Any]], str, list[list[Any]]]
+GenerateOutputs = tuple[list[tuple[str, str]], list[dict[str, Any]], str, list[list[Any]], str]
 
 
 @dataclass
@@ -41,6 +41,11 @@ def shown_prompt(prompts: list[str]) -> str:
     if len(set(prompts)) <= 1:
         return prompts[0] if prompts else ""
     return "\n".join(f"[{index}] {prompt}" for index, prompt in enumerate(prompts))
+
+
+def notices_text(notices: list[str]) -> str:
+    """What the user should know about the result (e.g. words the base cannot draw), as Markdown lines."""
+    return "\n".join(f"- {notice}" for notice in notices)
 
 
 def save_outcome(services: MedleyServices, request: GenerateRequest, outcome: RenderOutcome
@@ -90,7 +95,7 @@ def make_generate(services: MedleyServices):  # type: ignore[no-untyped-def]
             outcome = services.generate(
                 request, on_step=lambda step, total: progress((step, total), desc="denoising", unit="steps"))
         items, records = save_outcome(services, request, outcome)
-        return items, records, shown_prompt(outcome.prompts), table_from_rows(rows)
+        return items, records, shown_prompt(outcome.prompts), table_from_rows(rows), notices_text(outcome.notices)
 
     return generate
 
@@ -131,6 +136,7 @@ def build_generate_tab(services: MedleyServices, concurrency_limit: int = 1) -> 
             gallery = gr.Gallery(label="Images", columns=2, height=500, format="png", object_fit="contain",
                                  elem_id="gallery")
             final_prompt = gr.Textbox(label="Prompt given to the base", interactive=False, elem_id="final-prompt")
+            notes = gr.Markdown(elem_id="notices")
             with gr.Accordion("Provenance (JSON)", open=False):
                 provenance = gr.JSON(label="Provenance")
 
@@ -155,7 +161,7 @@ def build_generate_tab(services: MedleyServices, concurrency_limit: int = 1) -> 
     wire_schedule_editor(schedule, fusion, steps)
     inputs = [prompt, negative, seed, steps, cfg, batch, auto, table, fusion, schedule.content, schedule.style,
               schedule.uncond_content, schedule.uncond_style]
-    outputs = [gallery, provenance, final_prompt, table]
+    outputs = [gallery, provenance, final_prompt, table, notes]
     handler = make_generate(services)
     run.click(handler, inputs, outputs, api_name="generate", concurrency_limit=concurrency_limit,
               concurrency_id="generate")

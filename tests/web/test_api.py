@@ -43,7 +43,8 @@ def test_api_names_are_published(client) -> None:  # type: ignore[no-untyped-def
 def test_generate_returns_images_with_provenance(server, client) -> None:  # type: ignore[no-untyped-def]
     result = client.predict(prompt="a red circle on a blue background <lora:heart:0.5>", seed=7, steps=2, batch=2,
                             api_name="/generate")
-    gallery, provenance, final_prompt, _table = result
+    gallery, provenance, final_prompt, _table, notes = result
+    assert notes == ""  # every word of the prompt is one the base (or the heart adapter) draws
     assert isinstance(provenance, list) and isinstance(provenance[0], dict), repr(result)[:3000]
     assert len(gallery) == 2 and len(provenance) == 2
     assert [p["seed"] for p in provenance] == [7, 8]
@@ -61,10 +62,17 @@ def test_generate_returns_images_with_provenance(server, client) -> None:  # typ
 def test_generate_with_manual_table_rows(client) -> None:  # type: ignore[no-untyped-def]
     table = {"headers": ["use", "adapter", "weight", "role", "source", "concept", "reasons"],
              "data": [[True, "zigzag", 0.3, "", "manual", "", ""], [False, "sunset", 1.0, "", "manual", "", ""]]}
-    _, provenance, final_prompt, _ = client.predict(prompt="a square", steps=1, adapters=table, fusion="merge",
+    _, provenance, final_prompt, _, _ = client.predict(prompt="a square", steps=1, adapters=table, fusion="merge",
                                                     api_name="/generate")
     assert [a["alias"] for a in provenance[0]["adapters"]] == ["zigzag"]
     assert "zigzor" in final_prompt
+
+
+def test_generate_says_which_words_the_base_cannot_draw(client) -> None:  # type: ignore[no-untyped-def]
+    *_, notes = client.predict(prompt="a white heart on a black background", steps=1, api_name="/generate")
+    assert "'white' as a shape colour (it knows red, orange" in notes
+    assert "'heart' as a shape" in notes and "toy-heart (trigger hartok)" in notes  # the adapter that adds it
+    assert "'black'" not in notes  # a background colour it knows
 
 
 def test_generate_rejects_an_unknown_adapter(client) -> None:  # type: ignore[no-untyped-def]
@@ -149,14 +157,14 @@ def test_gated_curves_reach_the_method(client, monkeypatch: pytest.MonkeyPatch) 
         return prepare(self, specs, components)
 
     monkeypatch.setattr(GatedMethod, "prepare", recording)
-    _, provenance, _, _ = client.predict(prompt="a heart <lora:heart:0.5> <lora:zigzag:0.5>", steps=2,
+    _, provenance, _, _, _ = client.predict(prompt="a heart <lora:heart:0.5> <lora:zigzag:0.5>", steps=2,
                                          fusion="gated", content_curve="0=0, 50%=1, 1=0.25", style_curve=" ",
                                          api_name="/generate")
     assert seen == [{"content": "0=0,0.5=1,1=0.25"}]  # an empty field: no curve for that role
     assert provenance[0]["fusion"] == "gated"
     assert provenance[0]["fusion_options"] == {"content_curve": "0=0,0.5=1,1=0.25", "style_curve": None,
                                                "uncond": DEFAULT_UNCOND}  # the editor's gains, at their defaults
-    _, merged, _, _ = client.predict(prompt="a heart <lora:heart:0.5>", steps=1, fusion="merge",
+    _, merged, _, _, _ = client.predict(prompt="a heart <lora:heart:0.5>", steps=1, fusion="merge",
                                      content_curve="0=0", api_name="/generate")
     assert merged[0]["fusion_options"] == {}  # the curves only go to the gated method
 
@@ -173,7 +181,7 @@ def test_guidance_gains_reach_the_gated_method(client, monkeypatch: pytest.Monke
         return prepare(self, specs, components)
 
     monkeypatch.setattr(GatedMethod, "prepare", recording)
-    _, provenance, _, _ = client.predict(prompt="a heart <lora:heart:0.5> <lora:zigzag:0.5>", steps=2,
+    _, provenance, _, _, _ = client.predict(prompt="a heart <lora:heart:0.5> <lora:zigzag:0.5>", steps=2,
                                          fusion="gated", uncond_content=0.25, api_name="/generate")
     assert seen == [{**DEFAULT_UNCOND, "content": 0.25}]
     assert provenance[0]["fusion_options"]["uncond"] == {**DEFAULT_UNCOND, "content": 0.25}
@@ -245,7 +253,7 @@ def test_auto_adapters_in_a_batch_follow_each_images_plan(server, client) -> Non
     plan = server.services.plan(prompt, batch=batch)
     expected = [[adapter.name for adapter in image.adapters] for image in plan.images]
     assert len({tuple(names) for names in expected}) > 1, expected  # the masks differ between images
-    gallery, provenance, final_prompt, _ = client.predict(prompt=prompt, seed=3, steps=1, batch=batch,
+    gallery, provenance, final_prompt, _, _ = client.predict(prompt=prompt, seed=3, steps=1, batch=batch,
                                                           auto_adapters=True, api_name="/generate")
     assert [[a["alias"] for a in record["adapters"]] for record in provenance] == expected
     assert [record["seed"] for record in provenance] == list(range(3, 3 + batch))
