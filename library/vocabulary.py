@@ -24,6 +24,9 @@ BASE_NAMES: dict[str, str] = {
     "unknown": "an unknown base",
 }
 
+# Cross-attention width of a base's UNet (its text encoder's hidden size) -> base family.
+CROSS_ATTENTION_BASES: dict[int, str] = {384: "toy", 768: "sd1", 1024: "sd2", 2048: "sdxl"}
+
 # A catalogue entry's kind is the role it plays when composed: content (a subject, a shape),
 # style (a texture, a palette), or other. The fusion methods that treat the two apart
 # (gated, klora, b4m) read the role.

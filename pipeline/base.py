@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-from library.vocabulary import APPLICABLE_BASES
+from library.vocabulary import APPLICABLE_BASES, CROSS_ATTENTION_BASES
 from pipeline.attention import configure_attention
 from pipeline.fusion_host import FusionHost
 from pipeline.toy_base import TOY_BASE_DIR, is_toy_base, load_toy_base
@@ -60,15 +60,13 @@ def _weights_hash(files: list[Path]) -> str:
     return digest.hexdigest()[:10]
 
 
-_CROSS_ATTENTION_FAMILIES = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
-
-
 def _family_of(pipe: DiffusionPipeline) -> str:
     """``sdxl`` for an XL pipeline, else ``sd1`` or ``sd2`` by the UNet's cross-attention width."""
     if isinstance(pipe, StableDiffusionXLPipeline):
         return "sdxl"
     width = getattr(getattr(getattr(pipe, "unet", None), "config", None), "cross_attention_dim", 768)
-    return _CROSS_ATTENTION_FAMILIES.get(int(width) if isinstance(width, int) else 768, "sd1")
+    family = CROSS_ATTENTION_BASES.get(int(width) if isinstance(width, int) else 768, "sd1")
+    return "sd1" if family in ("toy", "sdxl") else family  # a non-XL pipeline of another width: SD1-like
 
 
 def _device(device: str | None) -> torch.device:
