@@ -28,16 +28,16 @@ from library.files import (
     Candidate,
     FileProblem,
     check_link,
-    copy_file,
     find_adapter_files,
     is_within,
     sha256_of,
-    unique_path,
+    sweep_temporaries,
 )
 from library.formats.header import refuse_pickled_suffix
 from library.formats.peft import config_path_beside
 from library.formats.reader import read_adapter
 from library.home import medley_home
+from library.importing import main_file_of, publish, staged
 from library.inspection import AdapterFacts, inspect_adapter_file
 from library.lora import LoraAdapter
 from library.metadata import alias
@@ -104,6 +104,7 @@ def _record_from_facts(facts: AdapterFacts, source: str, path: Path) -> AdapterR
         source=source,
         size=facts.size,
         mtime=facts.mtime_ns / 1e9,
+        family=facts.plan.family,
     )
 
 
@@ -147,6 +148,7 @@ class Catalog:
         self.path = self.home / "catalog.sqlite"
         self._lock = threading.RLock()
         self._db = connect(self.path)
+        self.sweep()
         if register_starters:
             self.register_starters()
 
@@ -155,6 +157,21 @@ class Catalog:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def sweep(self) -> list[Path]:
+        """Remove what killed writers left in the adapters folder: their temp files, and copies they
+        published but never catalogued. Files of live writers are left alone. Returns what went."""
+        catalogued: set[Path] | None = None
+
+        def claimed(path: Path) -> bool:
+            nonlocal catalogued
+            if catalogued is None:
+                with self._lock:
+                    rows = self._db.execute("SELECT path FROM adapters").fetchall()
+                catalogued = {Path(row["path"]).resolve() for row in rows}
+            return any(candidate.resolve() in catalogued for candidate in main_file_of(path))
+
+        return sweep_temporaries(self.adapters_dir, keep=claimed)
 
     def __enter__(self) -> Catalog:
         return self
@@ -204,6 +221,9 @@ class Catalog:
         record = replace(record, id=int(cursor.lastrowid or 0))
         self._log(db, "added", record.id, record.name)
         return record
+
+    def _path_taken(self, db: sqlite3.Connection, path: Path) -> bool:
+        return db.execute("SELECT 1 FROM adapters WHERE path = ? LIMIT 1", (str(path),)).fetchone() is not None
 
     def _find_sha(self, db: sqlite3.Connection, sha256: str) -> AdapterRecord | None:
         row = db.execute("SELECT * FROM adapters WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone()
@@ -284,7 +304,8 @@ class Catalog:
         """Copy ``path`` (and its sidecars) into MEDLEY_HOME/adapters and catalogue the copy.
 
         The file is checked completely before anything is copied; on any error the catalogue and
-        the adapters folder are unchanged.
+        the adapters folder are unchanged, and a process killed at any point leaves nothing that the
+        next :class:`Catalog` does not sweep away (see :mod:`library.importing`).
         """
         source = Path(path).absolute()
         refuse_pickled_suffix(source)
@@ -299,38 +320,35 @@ class Catalog:
         if existing is not None:
             raise DuplicateAdapterError(f"{source.name}: already in the library as {existing.name!r}")
         name = alias(name) if name else None
-        stem = name or facts.info.name
-        destination = unique_path(self.adapters_dir, stem, ADAPTER_SUFFIX)
-        copied: list[Path] = []
-        try:
-            copy_file(real, destination)
-            copied.append(destination)
-            if sha256_of(destination) != facts.sha256:
+        sidecars = dict(facts.sidecars.files)
+        peft_config = config_path_beside(real)
+        if peft_config is not None:
+            sidecars[PEFT_CONFIG_SUFFIX] = peft_config
+        published: dict[str, Path] = {}
+        with staged(self.adapters_dir, {ADAPTER_SUFFIX: real, **sidecars}) as files:
+            if sha256_of(files[0].temp) != facts.sha256:
                 raise AdapterFileError(f"{source.name}: changed while it was being imported; try again")
-            previews: list[str] = []
-            sidecars = dict(facts.sidecars.files)
-            peft_config = config_path_beside(real)
-            if peft_config is not None:
-                sidecars[PEFT_CONFIG_SUFFIX] = peft_config
-            for suffix, sidecar in sidecars.items():
-                target = destination.with_name(destination.name.removesuffix(ADAPTER_SUFFIX) + suffix)
-                copy_file(sidecar, target)
-                copied.append(target)
-                if str(sidecar) in facts.info.previews:
-                    previews.append(str(target))
-            record = _record_from_facts(facts, "import", destination)
-            record = replace(record, previews=previews, name=name or record.name, kind=kind or record.kind,
-                             mtime=destination.stat().st_mtime_ns / 1e9)
-            with self._transaction() as db:
-                if self._find_sha(db, facts.sha256) is not None:
-                    raise DuplicateAdapterError(f"{source.name}: already in the library")
-                record = self._insert(db, record, destination.stat().st_mtime_ns)
-                if kind is not None:
-                    db.execute("UPDATE adapters SET user_fields = ? WHERE id = ?", (json.dumps(["kind"]), record.id))
-        except BaseException:
-            for leftover in copied:
-                leftover.unlink(missing_ok=True)
-            raise
+            try:
+                with self._transaction() as db:
+                    if self._find_sha(db, facts.sha256) is not None:
+                        raise DuplicateAdapterError(f"{source.name}: already in the library")
+                    published = publish(self.adapters_dir, name or facts.info.name, files,
+                                        taken=lambda path: self._path_taken(db, path))
+                    destination = published[ADAPTER_SUFFIX]
+                    previews = [str(published[suffix]) for suffix, sidecar in sidecars.items()
+                                if str(sidecar) in facts.info.previews]
+                    mtime_ns = destination.stat().st_mtime_ns
+                    record = _record_from_facts(facts, "import", destination)
+                    record = replace(record, previews=previews, name=name or record.name, kind=kind or record.kind,
+                                     mtime=mtime_ns / 1e9)
+                    record = self._insert(db, record, mtime_ns)
+                    if kind is not None:
+                        db.execute("UPDATE adapters SET user_fields = ? WHERE id = ?",
+                                   (json.dumps(["kind"]), record.id))
+            except BaseException:
+                for leftover in published.values():
+                    leftover.unlink(missing_ok=True)
+                raise
         return record
 
     def register_starters(self, folder: Path | None = None) -> list[AdapterRecord]:
@@ -383,7 +401,7 @@ class Catalog:
             rows = self._db.execute("SELECT id, name, path, size, mtime_ns, user_fields FROM adapters").fetchall()
         known = {row["path"]: row for row in rows if Path(row["path"]).is_relative_to(root)}
         seen: set[str] = set()
-        pending: list[tuple[str, AdapterFacts, str]] = []  # (path, facts, added|updated)
+        pending: list[tuple[str, AdapterFacts]] = []  # read, waiting for the next batch
         try:
             for done, candidate in enumerate(candidates, start=1):
                 path = candidate.path
@@ -396,37 +414,42 @@ class Catalog:
                     else:
                         facts = inspect_adapter_file(check_link(path, root), candidate.listing)
                         facts.path = path
-                        pending.append((str(path), facts, "updated" if row is not None else "added"))
+                        pending.append((str(path), facts))
                 except (AdapterFileError, OSError) as error:
                     report.problems.append(FileProblem(str(path), str(error)))
                 if len(pending) >= _BATCH:
-                    self._apply_scan(pending, known, report, source)
+                    self._apply_scan(pending, report, source)
                     pending = []
                 if callback is not None:
                     callback(done, len(candidates), str(path))
-            self._apply_scan(pending, known, report, source)
+            self._apply_scan(pending, report, source)
             gone = [row for path, row in known.items() if path not in seen and not Path(path).exists()]
             if gone:
                 with self._transaction() as db:
                     for row in gone:
-                        db.execute("DELETE FROM adapters WHERE id = ?", (row["id"],))
-                        self._log(db, "removed", row["id"], row["name"])
-                        report.removed.append(row["name"])
+                        if db.execute("DELETE FROM adapters WHERE id = ? AND path = ?",
+                                      (row["id"], row["path"])).rowcount:
+                            self._log(db, "removed", row["id"], row["name"])
+                            report.removed.append(row["name"])
         finally:
             if finish is not None:
                 finish()
         report.seconds = time.perf_counter() - started
         return report
 
-    def _apply_scan(self, pending: Sequence[tuple[str, AdapterFacts, str]], known: dict[str, sqlite3.Row],
-                    report: ScanReport, source: str) -> None:
+    def _apply_scan(self, pending: Sequence[tuple[str, AdapterFacts]], report: ScanReport, source: str) -> None:
+        """Write one batch of scanned files. Rows are read again inside the transaction, so what another
+        process wrote since the scan started (an edit, the same file catalogued) is kept, not overwritten."""
         if not pending:
             return
         with self._transaction() as db:
-            for path, facts, action in pending:
+            for path, facts in pending:
                 fresh = _record_from_facts(facts, source, Path(path))
-                if action == "updated":
-                    row = known[path]
+                row = db.execute("SELECT * FROM adapters WHERE path = ?", (path,)).fetchone()
+                if row is not None:
+                    if (row["sha256"], row["size"], row["mtime_ns"]) == (facts.sha256, facts.size, facts.mtime_ns):
+                        report.unchanged += 1
+                        continue
                     self._update_from_file(db, row, fresh, facts.mtime_ns)
                     report.updated.append(row["name"])
                     continue
@@ -473,7 +496,8 @@ class Catalog:
         MEDLEY_HOME/adapters (an imported copy)."""
         record = self.get(name_or_id)
         with self._transaction() as db:
-            db.execute("DELETE FROM adapters WHERE id = ?", (record.id,))
+            if not db.execute("DELETE FROM adapters WHERE id = ?", (record.id,)).rowcount:
+                raise AdapterNotFoundError(f"no adapter named {name_or_id!r} in the library")
             self._log(db, "removed", record.id, record.name)
         path = Path(record.path)
         if is_within(path, self.adapters_dir):

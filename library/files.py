@@ -1,4 +1,9 @@
-"""Adapter files on disk: finding them safely, hashing, copying without touching the original."""
+"""Adapter files on disk: finding them safely, hashing, copying without touching the original.
+
+Every file Medley writes goes through a temp file in the destination folder that the writing process
+holds locked (:func:`held_temporary`); the finished file is renamed or linked into place. A process
+killed half-way leaves only an unlocked temp file, which :func:`sweep_temporaries` removes.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,21 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from library.errors import AdapterFileError
 from library.formats.header import PICKLE_SUFFIXES
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: temp files are not locked, nor swept
+    fcntl = None  # type: ignore[assignment]
+
 ADAPTER_SUFFIX = ".safetensors"
+TEMP_SUFFIX = ".tmp"
 _CHUNK = 1 << 20
 
 
@@ -80,45 +92,96 @@ def find_adapter_files(folder: Path) -> Iterator[Candidate | FileProblem]:
                     yield Candidate(path, listing)
 
 
-def unique_path(folder: Path, stem: str, suffix: str) -> Path:
-    candidate = folder / f"{stem}{suffix}"
-    number = 2
-    while candidate.exists():
-        candidate = folder / f"{stem}-{number}{suffix}"
-        number += 1
-    return candidate
-
-
-def copy_file(source: Path, destination: Path) -> None:
-    """Copy ``source`` to ``destination`` through a temp file in the destination folder, then rename."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".importing-", dir=destination.parent)
-    os.close(handle)
+@contextmanager
+def held_temporary(folder: Path, prefix: str = ".medley-") -> Iterator[tuple[int, Path]]:
+    """A new, empty temp file in ``folder`` (``<prefix>XXXX.tmp``), locked by this process until the
+    context ends, when its name is removed. While the lock is held :func:`sweep_temporaries` in any
+    process leaves the file alone; once the process is gone (``kill -9`` included) it is swept."""
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=folder)
+        _lock(fd, wait=True)
+        if os.fstat(fd).st_nlink:
+            break
+        os.close(fd)  # a sweep removed it in the instant before it was locked: take another
+    path = Path(name)
     try:
-        shutil.copyfile(source, temporary)
-        os.replace(temporary, destination)
+        yield fd, path
     finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        path.unlink(missing_ok=True)  # before the lock goes, so no sweep ever sees it unlocked
+        os.close(fd)
+
+
+def copy_to_temporary(source: Path, fd: int) -> None:
+    """Copy ``source`` into the open temp file ``fd`` (from :func:`held_temporary`)."""
+    with Path(source).open("rb") as reader, open(fd, "wb", closefd=False) as writer:
+        shutil.copyfileobj(reader, writer, _CHUNK)
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then ``os.replace`` it into place,
-    so readers see the old content or the new one, never a torn file. The file gets the permissions
-    a plain write would give it (``mkstemp`` alone makes it owner-only)."""
+    """Write ``data`` to a held temp file beside ``path``, fsync it, then ``os.replace`` it into place,
+    so readers see the old content or the new one, never a torn file, and a writer killed half-way
+    leaves only a temp file that the next sweep removes. The file gets the permissions a plain write
+    would give it (``mkstemp`` alone makes it owner-only)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    with held_temporary(path.parent, prefix=f".{path.name}.") as (fd, temp):
+        with open(fd, "wb", closefd=False) as handle:
             handle.write(data)
             handle.flush()
-            os.fchmod(handle.fileno(), 0o666 & ~_umask())
-            os.fsync(handle.fileno())
+            os.fchmod(fd, 0o666 & ~_umask())
+            os.fsync(fd)
         os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+
+
+def sweep_temporaries(folder: Path, keep: Callable[[Path], bool] = lambda _path: False) -> list[Path]:
+    """Remove the temp files (``.*.tmp``, and ``.importing-*`` of older versions) that dead processes
+    left in ``folder``; live writers hold a lock on theirs and are skipped. A dead temp that still has
+    other names (hard links it published before its process died) takes those names with it unless
+    ``keep(name)``. Returns the paths removed."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if fcntl is None or not folder.is_dir():
+        return removed
+    entries = list(os.scandir(folder))
+    for entry in entries:
+        if not _is_temporary(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            status = os.fstat(fd)
+            if not _lock(fd, wait=False) or os.stat(entry.path, follow_symlinks=False).st_ino != status.st_ino:
+                continue
+            if status.st_nlink > 1:
+                for other in entries:
+                    if (other.name != entry.name and other.inode() == status.st_ino
+                            and not keep(Path(other.path))):
+                        Path(other.path).unlink(missing_ok=True)
+                        removed.append(Path(other.path))
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and (name.endswith(TEMP_SUFFIX) or name.startswith(".importing-"))
+
+
+def _lock(fd: int, wait: bool) -> bool:
+    """An exclusive flock on ``fd``; without ``wait``, False when another process holds it."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _umask() -> int:

@@ -1,0 +1,62 @@
+"""``kill -9`` of a web-app process (MedleyServices.import_upload -> Catalog.import_file) importing a
+134 MB upload: while it copies, and just after it published the copy but before the row was committed.
+Either way the next catalogue open leaves MEDLEY_HOME/adapters and the catalogue as they were, and the
+file then imports under its own name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from faults.processes import child, integrity, kill, leftovers, start, wait_for_pause, wait_until
+from library.catalog import Catalog
+from library.files import sha256_of
+
+PREFIX = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k"
+RANK = 65536  # one toy module at this rank: 134 MB of float32
+PUBLISHED = {"calls": ["link", "replace"], "match": "/adapters/big", "when": "after"}
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("upload") / "big.safetensors"
+    save_file({f"{PREFIX}.lora_down.weight": torch.zeros(RANK, 384), f"{PREFIX}.lora_up.weight": torch.zeros(128, RANK),
+               f"{PREFIX}.alpha": torch.tensor(1.0)}, str(path), metadata={"ss_output_name": "big"})
+    return path
+
+
+def _state(catalog: Catalog) -> tuple[int, int, list[str]]:
+    listing = sorted(p.name for p in catalog.adapters_dir.iterdir()) if catalog.adapters_dir.is_dir() else []
+    return len(catalog), catalog.revision, listing
+
+
+def _staging(home: Path) -> bool:
+    folder = home / "adapters"
+    return folder.is_dir() and any(p.name.startswith(".importing-") for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("point", ["copying", "published"])
+def test_kill_during_a_web_import(big_file, tmp_path, point):
+    home = tmp_path / "home"
+    with Catalog(home) as catalog:  # (registers the starter library, so the child only imports)
+        before = _state(catalog)
+    if point == "copying":
+        process = start(child("web-import", str(big_file)), home)
+        wait_until(process, lambda: _staging(home), "the upload's copy to appear in the adapters folder", every=0.001)
+    else:
+        process = start(child("web-import", str(big_file)), home, pause=PUBLISHED)
+        wait_for_pause(process)
+        assert (home / "adapters" / "big.safetensors").is_file()  # published, its row not committed
+    kill(process)
+
+    assert integrity(home / "catalog.sqlite") == "ok"
+    with Catalog(home) as catalog:  # the next open sweeps what the killed import left
+        assert _state(catalog) == before
+        assert not leftovers(catalog.adapters_dir)
+        record = catalog.import_file(big_file)
+        assert record.name == "big" and Path(record.path).name == "big.safetensors"
+        assert sha256_of(Path(record.path)) == record.sha256 == sha256_of(big_file)
+    assert integrity(home / "catalog.sqlite") == "ok"
