@@ -8,16 +8,19 @@ Beside each id the index keeps the entry's *key* (a hash of the file's sha256 an
 description that was embedded), so a catalogue that changed is synced by diffing keys.
 On disk (``MEDLEY_HOME/index/``): ``<name>-<generation>.faiss`` and ``<name>.json``, a header
 naming the embedder, dimension, count, kind, fingerprint, the keys and the FAISS file.
-Both are written to a temporary file and renamed, header last, so a reader never sees a torn index.
+Both are written to a temporary file and renamed, header last, so a reader never sees a torn index;
+a save killed half-way leaves the previous header and its file in place (an index that a sync brings
+up to date), and the next save clears the temp and FAISS files it left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +28,15 @@ from typing import Any
 import faiss
 import numpy as np
 
-from library.files import write_atomic
+from library.files import sweep_temporaries, write_atomic
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: saves are not serialised between processes
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT = 1
+LOCK_FILE = ".lock"
 DEFAULT_HNSW_THRESHOLD = 50_000
 KINDS = ("auto", "flat", "hnsw")
 log = logging.getLogger(__name__)
@@ -237,62 +246,113 @@ class AdapterIndex:
         }
 
     def save(self, directory: str | Path, name: str = "adapters") -> Path:
-        """Write the FAISS file then the JSON header, each atomically; returns the header path."""
+        """Write the FAISS file then the JSON header, each atomically; returns the header path.
+
+        Saves hold ``.lock`` in the folder, so two processes never interleave theirs; each one clears
+        what a killed save left (temp files, a FAISS file whose header was never written)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        previous = read_header(directory, name)
         index_file = f"{name}-{uuid.uuid4().hex[:12]}.faiss"
-        write_atomic(directory / index_file, faiss.serialize_index(self._index).tobytes())
-        header = self.header() | {
-            "file": index_file,
-            "hnsw": {"threshold": self.hnsw_threshold, "m": self.hnsw_m, "ef_construction": self.ef_construction,
-                     "ef_search": self.ef_search, "requested": self.requested_kind},
-            "keys": {str(adapter_id): key for adapter_id, key in sorted(self.keys.items())},
-        }
-        header_path = directory / f"{name}.json"
-        write_atomic(header_path, json.dumps(header, separators=(",", ":")).encode())
-        old_file = previous.get("file") if previous else None
-        if isinstance(old_file, str) and old_file != index_file and "/" not in old_file:
-            (directory / old_file).unlink(missing_ok=True)
+        with _save_lock(directory):
+            write_atomic(directory / index_file, faiss.serialize_index(self._index).tobytes())
+            header = self.header() | {
+                "file": index_file,
+                "hnsw": {"threshold": self.hnsw_threshold, "m": self.hnsw_m, "ef_construction": self.ef_construction,
+                         "ef_search": self.ef_search, "requested": self.requested_kind},
+                "keys": {str(adapter_id): key for adapter_id, key in sorted(self.keys.items())},
+            }
+            header_path = directory / f"{name}.json"
+            try:
+                write_atomic(header_path, json.dumps(header, separators=(",", ":")).encode())
+            except BaseException:
+                (directory / index_file).unlink(missing_ok=True)
+                raise
+            _clear_strays(directory, name, index_file)
         return header_path
 
     @classmethod
     def load(cls, directory: str | Path, name: str = "adapters") -> AdapterIndex | None:
         """The saved index, or ``None`` when there is none or it is unreadable or inconsistent."""
         directory = Path(directory)
-        header = read_header(directory, name)
-        if header is None:
-            return None
-        try:
-            if header.get("format") != FORMAT:
-                raise ValueError(f"format {header.get('format')}")
-            options = header.get("hnsw", {})
-            index = cls(
-                str(header["embedder"]),
-                int(header["dimension"]),
-                kind=str(options.get("requested", "auto")),
-                hnsw_threshold=int(options.get("threshold", DEFAULT_HNSW_THRESHOLD)),
-                hnsw_m=int(options.get("m", 32)),
-                ef_construction=int(options.get("ef_construction", 64)),
-                ef_search=int(options.get("ef_search", 96)),
-            )
-            raw = np.fromfile(directory / str(header["file"]), dtype=np.uint8)
-            loaded: Any = faiss.deserialize_index(raw)
-            if not isinstance(loaded, faiss.IndexIDMap2):
-                loaded = faiss.downcast_index(loaded)
-            if not isinstance(loaded, faiss.IndexIDMap2):
-                raise ValueError(f"expected an IndexIDMap2, found {type(loaded).__name__}")
-            keys = {int(k): str(v) for k, v in header["keys"].items()}
-            stored_ids = set(faiss.vector_to_array(loaded.id_map).tolist())
-            if loaded.d != index.dimension or loaded.ntotal != len(keys) or stored_ids != set(keys):
-                raise ValueError("the FAISS file does not match its header")
-            index._index = loaded
-            index._kind = str(header.get("kind", "flat"))
-            index.keys = keys
+        for _attempt in range(3):
+            header = read_header(directory, name)
+            if header is None:
+                return None
+            try:
+                index = cls._from_header(directory, header)
+            except (OSError, KeyError, ValueError, TypeError, RuntimeError) as error:
+                if read_header(directory, name) != header:
+                    continue  # another process saved meanwhile (and removed the file this header named)
+                log.warning("ignoring the index in %s: %s", directory, error)
+                return None
+            if _strays(directory, name, str(header["file"])):
+                with _save_lock(directory, wait=False) as held:  # unless a save is under way
+                    if held and read_header(directory, name) == header:
+                        _clear_strays(directory, name, str(header["file"]))
             return index
-        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as error:
-            log.warning("ignoring the index in %s: %s", directory, error)
-            return None
+        return None
+
+    @classmethod
+    def _from_header(cls, directory: Path, header: dict[str, Any]) -> AdapterIndex:
+        if header.get("format") != FORMAT:
+            raise ValueError(f"format {header.get('format')}")
+        options = header.get("hnsw", {})
+        index = cls(
+            str(header["embedder"]),
+            int(header["dimension"]),
+            kind=str(options.get("requested", "auto")),
+            hnsw_threshold=int(options.get("threshold", DEFAULT_HNSW_THRESHOLD)),
+            hnsw_m=int(options.get("m", 32)),
+            ef_construction=int(options.get("ef_construction", 64)),
+            ef_search=int(options.get("ef_search", 96)),
+        )
+        raw = np.fromfile(directory / str(header["file"]), dtype=np.uint8)
+        loaded: Any = faiss.deserialize_index(raw)
+        if not isinstance(loaded, faiss.IndexIDMap2):
+            loaded = faiss.downcast_index(loaded)
+        if not isinstance(loaded, faiss.IndexIDMap2):
+            raise ValueError(f"expected an IndexIDMap2, found {type(loaded).__name__}")
+        keys = {int(k): str(v) for k, v in header["keys"].items()}
+        stored_ids = set(faiss.vector_to_array(loaded.id_map).tolist())
+        if loaded.d != index.dimension or loaded.ntotal != len(keys) or stored_ids != set(keys):
+            raise ValueError("the FAISS file does not match its header")
+        index._index = loaded
+        index._kind = str(header.get("kind", "flat"))
+        index.keys = keys
+        return index
+
+
+@contextlib.contextmanager
+def _save_lock(directory: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold ``directory/.lock`` (POSIX flock) for the duration of a save; yields whether it is held
+    (always, unless ``wait`` is False and another process holds it)."""
+    if fcntl is None:  # pragma: no cover - not POSIX
+        yield True
+        return
+    with open(directory / LOCK_FILE, "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _strays(directory: Path, name: str, current: str) -> list[Path]:
+    """FAISS files no header names (the previous one, or one a killed save wrote), and dead temp files."""
+    stray = [path for path in directory.glob(f"{name}-*.faiss") if path.name != current]
+    return stray + [path for path in directory.glob(".*.tmp")]
+
+
+def _clear_strays(directory: Path, name: str, current: str) -> None:
+    """Remove :func:`_strays` (with the save lock held: no save of this process or another is under way)."""
+    for path in _strays(directory, name, current):
+        if path.suffix == ".faiss":
+            path.unlink(missing_ok=True)
+    sweep_temporaries(directory)
 
 
 def read_header(directory: str | Path, name: str = "adapters") -> dict[str, Any] | None:
