@@ -9,8 +9,9 @@ LoRA and only its parameters learn. Options:
 - CAT (Contrastive Adapter Training): on the class captions, the adapted
   prediction is pulled toward the frozen base's prediction on the same noisy
   latent, ``lambda_cat * MSE(eps_adapted(x_t, c_class), eps_base(x_t, c_class))``;
-- checkpoints every N steps (LoRA and optimizer state in safetensors, written to
-  a temporary file and renamed, so a kill -9 leaves the last complete one) and
+- checkpoints every N steps (LoRA and optimizer state in safetensors with the step
+  record in its header, written to a temporary file and renamed, so a kill -9
+  leaves the last complete one, weights and step together) and
   resume from them with identical batches (one generator per step), so a resumed
   run ends with the same adapter as an uninterrupted one.
 
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ from library.files import write_atomic
 from library.lora import LoraAdapter, LoraModule
 
 ADAPTER_NAME = "medley_training"
+CHECKPOINT_KEY = "medley.checkpoint"  # the step record inside checkpoint.safetensors
 ATTENTION_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 
 
@@ -276,18 +278,20 @@ class LoraTrainer:
                     tensors[f"{slot}/{name}"] = state[slot].detach().cpu().contiguous()
         weights, info = self._checkpoint_paths()
         optimizer_step = next((float(s["step"]) for s in optimizer.state.values() if "step" in s), 0.0)
-        # weights first, then the info that points at them, each replaced whole
-        write_atomic(weights, save(tensors))
-        write_atomic(info, json.dumps({"step": self.step, "optimizer_step": optimizer_step, "losses": self.losses,
-                                       "config": self.config.to_dict()}).encode())
+        record = json.dumps({"step": self.step, "optimizer_step": optimizer_step, "losses": self.losses,
+                             "config": self.config.to_dict()})
+        # the weights carry their own step record, so one rename makes both current: a kill before the
+        # copy in checkpoint.json is written cannot pair these weights with the previous step
+        write_atomic(weights, save(tensors, metadata={CHECKPOINT_KEY: record}))
+        write_atomic(info, record.encode())
 
     def _load_checkpoint(self, optimizer: torch.optim.Optimizer, params: dict[str, torch.nn.Parameter]) -> bool:
         if self.run_dir is None:
             return False
         weights, info = self._checkpoint_paths()
-        if not (weights.exists() and info.exists()):
+        state = checkpoint_record(weights, info)
+        if state is None:
             return False
-        state = json.loads(info.read_text())
         tensors = load_file(str(weights))
         if state.get("config", {}).get("steps", self.config.steps) != self.config.steps:
             raise ValueError(f"the checkpoint in {self.run_dir} is for {state['config']['steps']} steps, "
@@ -429,7 +433,20 @@ class LoraTrainer:
         return F.mse_loss(adapted.float(), base_pred.float())
 
 
+def checkpoint_record(weights: Path, info: Path) -> dict[str, Any] | None:
+    """The step record of the checkpoint ``weights``: the one stored in its own header, or (a checkpoint
+    written before records were stored there) the ``info`` file beside it; None without a checkpoint."""
+    from safetensors import safe_open
+
+    if not weights.exists():
+        return None
+    with safe_open(str(weights), framework="pt") as handle:
+        stored = (handle.metadata() or {}).get(CHECKPOINT_KEY)
+    if stored is not None:
+        return dict(json.loads(stored))
+    return dict(json.loads(info.read_text())) if info.exists() else None
+
+
 def resume_state(run_dir: Path) -> dict[str, object] | None:
     """What a run folder's checkpoint says (step, config), or None when it has none."""
-    info = Path(run_dir) / "checkpoint.json"
-    return json.loads(info.read_text()) if info.exists() else None
+    return checkpoint_record(Path(run_dir) / "checkpoint.safetensors", Path(run_dir) / "checkpoint.json")
