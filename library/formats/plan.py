@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from library.families.base import ALPHA, DORA_SCALE, MAGNITUDE
 from library.families.embedding import PlannedEmbedding
+from library.families.lora import MID
 from library.layouts.model_layout import ModuleShape
 
 
@@ -53,8 +54,11 @@ class PlannedModule:
 
     @property
     def label_family(self) -> str:
-        """The family shown to people: ``dora`` for a weight-decomposed module, else its own."""
-        return "dora" if self.decomposed else self.family
+        """The family shown to people: ``dora`` for a weight-decomposed module, ``locon`` for a LoCon with a
+        Tucker core, else its own."""
+        if self.decomposed:
+            return "dora"
+        return "locon" if MID in self.keys else self.family
 
 
 @dataclass
