@@ -11,7 +11,7 @@ Tasks:
     web-import FILE [NAME]      MedleyServices.import_upload(FILE, NAME)
     cli-batch PLAN.json         after "ready" and a "go" line on stdin: app.cli.main of each argv
     web-batch PLAN.json         the same with MedleyServices calls (import, edit, scan)
-    hostile LIST.json           import each listed file, one JSON line of outcome each
+    hostile LIST.json DIR HOME  import each listed file, one JSON line of outcome each; then scan DIR
 """
 
 from __future__ import annotations
@@ -145,9 +145,11 @@ def task_web_batch(plan_path: str) -> int:
     return 0
 
 
-def task_hostile(list_path: str) -> int:
-    """For each file: ``{"file", "outcome": "read"|"refused", "error", "message", "rows", "revision"}``;
-    a file is announced on stderr before it is opened, so a crash names it."""
+def task_hostile(list_path: str, folder: str, scan_home: str) -> int:
+    """Import each listed file into MEDLEY_HOME's catalogue, one JSON line each: ``{"file", "outcome":
+    read|refused|crash, ...}`` (a refusal says whether rows, revision and adapters folder stayed as they
+    were); a file is announced on stderr before it is opened, so a crash that kills the process names it.
+    Then scan ``folder`` into the catalogue of ``scan_home`` and print ``{"scan": ...}``."""
     from library.catalog import Catalog
     from library.errors import LibraryError
 
@@ -160,9 +162,11 @@ def task_hostile(list_path: str) -> int:
             entry: dict[str, Any] = {"file": path}
             try:
                 record = catalog.import_file(Path(path))
-                adapter = catalog.load_adapter(record.name)
-                entry.update(outcome="read", name=record.name, modules=len(adapter.modules),
-                             format=record.format, base=record.base)
+                entry.update(outcome="read", name=record.name, format=record.format, base=record.base)
+                try:  # catalogued; its weights load, or (an embedding, say) are refused in one line
+                    entry["modules"] = len(catalog.load_adapter(record.name).modules)
+                except LibraryError as error:
+                    entry.update(modules=0, load_error=type(error).__name__, load_message=str(error))
             except LibraryError as error:
                 after = (len(catalog), catalog.revision, sorted(os.listdir(catalog.adapters_dir))
                          if catalog.adapters_dir.is_dir() else [])
@@ -173,6 +177,10 @@ def task_hostile(list_path: str) -> int:
                     raise
                 entry.update(outcome="crash", error=type(error).__name__, message=str(error)[:300])
             print(json.dumps(entry), flush=True)
+    with Catalog(Path(scan_home), register_starters=False) as catalog:
+        report = catalog.scan(Path(folder))
+    print(json.dumps({"scan": {"added": len(report.added), "duplicates": len(report.duplicates),
+                               "problems": {p.path: p.message for p in report.problems}}}), flush=True)
     return 0
 
 
