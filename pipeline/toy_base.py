@@ -15,9 +15,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import diffusers
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, SchedulerMixin, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import AutoTokenizer, BertModel, PreTrainedTokenizerBase
+
+from library.quiet import quiet_loading
 
 TOY_BASE_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy-base"
 TOKEN_LENGTH = 24
@@ -37,7 +40,10 @@ def load_text_encoder() -> tuple[BertModel, PreTrainedTokenizerBase]:
     """The frozen MiniLM encoder and its tokenizer, padded/truncated to TOKEN_LENGTH tokens."""
     path = minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(str(path), model_max_length=TOKEN_LENGTH, local_files_only=True)
-    encoder = BertModel.from_pretrained(str(path), add_pooling_layer=False, local_files_only=True)
+    # the file's pooler weights are left out on purpose (the base reads token states), so transformers'
+    # load report lists them as unexpected; that report and its progress bar are muted unless --verbose
+    with quiet_loading(("transformers",)):
+        encoder = BertModel.from_pretrained(str(path), add_pooling_layer=False, local_files_only=True)
     encoder.config.use_attention_mask = True  # StableDiffusionPipeline then masks the padding
     encoder.requires_grad_(False)
     return encoder.eval(), tokenizer
@@ -143,21 +149,43 @@ def is_toy_base(directory: Path) -> bool:
     return index.exists() and "_medley" in json.loads(index.read_text())
 
 
+def _scheduler(directory: Path) -> SchedulerMixin:
+    """The scheduler named in ``model_index.json``, from its saved config."""
+    index = json.loads((directory / "model_index.json").read_text())
+    library, class_name = index.get("scheduler", ("diffusers", "DDIMScheduler"))
+    if library != "diffusers" or not hasattr(diffusers, str(class_name)):
+        raise ValueError(f"{directory}: unknown scheduler {library}.{class_name}")
+    return getattr(diffusers, class_name).from_pretrained(str(directory), subfolder="scheduler")
+
+
 def load_toy_base(directory: Path = TOY_BASE_DIR, dtype: torch.dtype = torch.float32) -> StableDiffusionPipeline:
+    """The toy base from ``directory``: its VAE, UNet and scheduler, with the package's text encoder.
+
+    The pipeline is assembled from its parts rather than by ``DiffusionPipeline.from_pretrained``,
+    which would check the text encoder against the CLIP class SD pipelines expect (and warn that a
+    BertModel is not one) and draw a progress bar over a load this small. The weights and the
+    result are the same: stored float16 weights are upcast to ``dtype`` as they load.
+    """
     directory = Path(directory)
     if not (directory / "unet").is_dir():
         raise FileNotFoundError(
             f"the embedded base is missing from {directory}; reproduce it with `python -m training.toy_base`"
         )
     encoder, tokenizer = load_text_encoder()
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(directory),
+    with quiet_loading():
+        vae = AutoencoderKL.from_pretrained(str(directory), subfolder="vae", torch_dtype=dtype, local_files_only=True)
+        unet = UNet2DConditionModel.from_pretrained(
+            str(directory), subfolder="unet", torch_dtype=dtype, local_files_only=True
+        )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
         text_encoder=encoder,
         tokenizer=tokenizer,
+        unet=unet,
+        scheduler=_scheduler(directory),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
-        torch_dtype=dtype,
-        local_files_only=True,
     )
+    pipe.register_to_config(_name_or_path=str(directory))
     return pipe
