@@ -5,9 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+HOME_ENV = "MEDLEY_HOME"
+DEFAULT_HOME = "~/.medley"
+
+
+def medley_home_path() -> Path:
+    """Where MEDLEY_HOME is, without creating it (``medley doctor`` only looks)."""
+    return Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser()
+
 
 def medley_home() -> Path:
-    home = Path(os.environ.get("MEDLEY_HOME", "~/.medley")).expanduser()
+    home = medley_home_path()
     home.mkdir(parents=True, exist_ok=True)
     return home
 

@@ -161,6 +161,22 @@ class PreviewTagger:
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def __call__(self, record: AdapterRecord) -> list[str]:
+        tags = self.cached_tags(record)
+        if tags is not None:
+            return tags
+        key = tuple(_file_key(path) for path in record.previews)
+        tags = self._tags(record.previews)
+        if not self.enabled:
+            return []
+        stored_key = self._store_key(key) if self.store is not None else None
+        if self.store is not None and stored_key is not None:
+            self.store.put(stored_key, tags)
+        self._cache[key] = tags
+        return list(tags)
+
+    def cached_tags(self, record: AdapterRecord) -> list[str] | None:
+        """The record's tags when they are known without running the model (no previews to tag, or cached in
+        memory or in the store); None when only the model can tell."""
         if not (self.enabled and record.previews) or (self.toy_only and record.base != "toy"):
             return []
         key = tuple(_file_key(path) for path in record.previews)
@@ -168,11 +184,7 @@ class PreviewTagger:
             stored_key = self._store_key(key) if self.store is not None else None
             tags = self.store.get(stored_key) if self.store is not None and stored_key is not None else None
             if tags is None:
-                tags = self._tags(record.previews)
-                if not self.enabled:
-                    return []
-                if self.store is not None and stored_key is not None:
-                    self.store.put(stored_key, tags)
+                return None
             self._cache[key] = tags
         return list(self._cache[key])
 
