@@ -174,6 +174,9 @@ def detect_base(shapes: Mapping[str, ModuleShape], hints: Sequence[str] = (),
     transformer = _transformer_base(shapes, hints)
     if transformer is not None:
         return transformer
+    if shapes and hints and hints[0] in TRANSFORMER_BASES and not any(
+            t.startswith(("unet.", "transformer.")) for t in shapes):
+        return hints[0]  # only text encoders (CLIP-L is FLUX's and SD3's too): the metadata names the base
     candidates = known_layouts() if layouts is None else layouts
     fitting = [layout.name for layout in candidates if shapes and _fits(layout, shapes)] if shapes else []
     if len(fitting) == 1:

@@ -43,7 +43,8 @@ def inspect_adapter_file(path: Path, listing: frozenset[str] | set[str] | None =
         raise AdapterFileError(f"{path.name}: cannot be read ({error.strerror or error})") from None
     if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
         raise AdapterFileError(f"{path.name}: changed while it was being read; try again")
-    base = detect_base(plan.shapes(), unique([*plan.hints, *info.base_hints]))
+    # what the metadata and sidecars say first, then what the key spelling suggests (kohya te1/te2: SDXL)
+    base = detect_base(plan.shapes(), unique([*info.base_hints, *plan.hints]))
     if plan.tokens:  # a textual inversion's tokens are what a prompt writes to use it
         info.triggers = unique([*plan.tokens, *info.triggers])
     return AdapterFacts(path=path, plan=plan, info=info, sidecars=sidecars, base=base, sha256=digest,
