@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from library.errors import AdapterFileError
@@ -113,9 +114,11 @@ def held_temporary(folder: Path, prefix: str = ".medley-") -> Iterator[tuple[int
 
 
 def copy_to_temporary(source: Path, fd: int) -> None:
-    """Copy ``source`` into the open temp file ``fd`` (from :func:`held_temporary`)."""
+    """Copy ``source`` into the open temp file ``fd`` (from :func:`held_temporary`), with the permissions
+    a plain copy would get."""
     with Path(source).open("rb") as reader, open(fd, "wb", closefd=False) as writer:
         shutil.copyfileobj(reader, writer, _CHUNK)
+        os.fchmod(fd, 0o666 & ~_umask())
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
@@ -184,7 +187,16 @@ def _lock(fd: int, wait: bool) -> bool:
     return True
 
 
+@cache
 def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (setting it to read it back
+    would, for that instant, let another thread create a world-writable file)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     umask = os.umask(0)
     os.umask(umask)
     return umask

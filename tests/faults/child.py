@@ -8,6 +8,7 @@ Nothing is raised inside the process; the pause only lets the test choose where 
 Tasks:
     cli ARGV...                 app.cli.main(ARGV), exit with its status
     index DIMENSION             sync the retrieval index of MEDLEY_HOME's catalogue (hashing embedder)
+    write FILE SIZE             library.files.write_atomic(FILE, SIZE zero bytes)
     web-import FILE [NAME]      MedleyServices.import_upload(FILE, NAME)
     cli-batch PLAN.json         after "ready" and a "go" line on stdin: app.cli.main of each argv
     web-batch PLAN.json         the same with MedleyServices calls (import, edit, scan)
@@ -103,6 +104,14 @@ def task_index(dimension: str) -> int:
     return 0
 
 
+def task_write(path: str, size: str) -> int:
+    """library.files.write_atomic of ``size`` zero bytes to ``path`` (as training writes its adapter)."""
+    from library.files import write_atomic
+
+    write_atomic(Path(path), bytes(int(size)))
+    return 0
+
+
 def task_web_import(path: str, name: str | None = None) -> int:
     from app.web.services import MedleyServices
 
@@ -187,6 +196,7 @@ def task_hostile(list_path: str, folder: str, scan_home: str) -> int:
 TASKS: dict[str, Callable[..., int]] = {
     "cli": lambda *argv: task_cli(list(argv)),
     "index": task_index,
+    "write": task_write,
     "web-import": task_web_import,
     "cli-batch": task_cli_batch,
     "web-batch": task_web_batch,

@@ -16,8 +16,8 @@ from library.catalog import Catalog
 from library.files import sha256_of
 from library.synthetic import small_kohya_tensors
 
-EDITED = 8  # adapters both processes edit (the CLI their notes, the web app their trigger words)
-IMPORTS = 10  # files each process imports, every one under the name "clash"
+EDITED = 6  # adapters both processes edit (the CLI their notes, the web app their trigger words)
+IMPORTS = 8  # files each process imports, every one under the name "clash"
 
 
 def _finish(process: subprocess.Popen, what: str) -> str:
@@ -29,8 +29,8 @@ def _finish(process: subprocess.Popen, what: str) -> str:
 def test_cli_and_web_app_writing_at_once_lose_nothing(tmp_path):
     home = tmp_path / "home"
     shared = write_loras(tmp_path / "shared", EDITED, prefix="both")
-    cli_scan = write_loras(tmp_path / "cli-scan", 400, prefix="cliscan")
-    web_scan = write_loras(tmp_path / "web-scan", 400, prefix="webscan")
+    cli_scan = write_loras(tmp_path / "cli-scan", 250, prefix="cliscan")
+    web_scan = write_loras(tmp_path / "web-scan", 250, prefix="webscan")
     cli_files = write_loras(tmp_path / "cli-imports", IMPORTS, prefix="cli", seed=1)
     web_files = write_loras(tmp_path / "web-imports", IMPORTS, prefix="web", seed=2)
     with Catalog(home) as catalog:

@@ -1,7 +1,8 @@
 """``kill -9`` of a web-app process (MedleyServices.import_upload -> Catalog.import_file) importing a
 134 MB upload: while it copies, and just after it published the copy but before the row was committed.
 Either way the next catalogue open leaves MEDLEY_HOME/adapters and the catalogue as they were, and the
-file then imports under its own name."""
+file then imports under its own name. And any writer (training writes its adapter the same way) killed
+mid-write leaves a temp file that the next open removes, while a live writer's is left alone."""
 
 from __future__ import annotations
 
@@ -60,3 +61,16 @@ def test_kill_during_a_web_import(big_file, tmp_path, point):
         assert record.name == "big" and Path(record.path).name == "big.safetensors"
         assert sha256_of(Path(record.path)) == record.sha256 == sha256_of(big_file)
     assert integrity(home / "catalog.sqlite") == "ok"
+
+
+def test_a_killed_writer_leaves_nothing_and_a_live_one_is_left_alone(tmp_path):
+    home = tmp_path / "home"
+    target = home / "adapters" / "trained.safetensors"
+    pause = {"calls": ["fsync"], "match": "trained.safetensors"}  # written whole, not yet renamed
+    process = start(child("write", str(target), str(32 * 2**20)), home, pause=pause)
+    wait_for_pause(process)
+    with Catalog(home, register_starters=False) as catalog:  # the writer is alive: its temp file stays
+        assert catalog.sweep() == [] and len(leftovers(catalog.adapters_dir)) == 1
+    kill(process)
+    with Catalog(home, register_starters=False) as catalog:
+        assert not leftovers(catalog.adapters_dir) and not target.exists()
