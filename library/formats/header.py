@@ -147,9 +147,13 @@ def read_header(path: Path) -> SafetensorsHeader:
     if file_size == 0:
         raise AdapterFileError(f"{name}: empty file (0 bytes)")
     with path.open("rb") as handle:
-        prefix = handle.read(8)
+        start = handle.read(9)
+        prefix, opening = start[:8], start[8:]
         disguise = _looks_pickled(prefix)
-        if disguise is not None:
+        # a header length whose low bytes happen to read 80 02..05 (640..1407 bytes) is no pickle when the
+        # JSON it announces is there: the length fits the file and "{" follows
+        plausible = len(prefix) == 8 and 8 + int.from_bytes(prefix, "little") <= file_size and opening == b"{"
+        if disguise is not None and not plausible:
             raise PickledFileError(f"{name}: is {disguise}, not safetensors; refused without loading it")
         if len(prefix) < 8:
             raise AdapterFileError(f"{name}: truncated: {file_size} bytes cannot hold a safetensors header")
@@ -160,5 +164,5 @@ def read_header(path: Path) -> SafetensorsHeader:
         if 8 + length > file_size:
             raise AdapterFileError(f"{name}: truncated: the header claims {length} bytes but the file has "
                                    f"{file_size - 8} after the length field")
-        raw = handle.read(length)
-    return parse_header_bytes(name, prefix, raw, file_size)
+        raw = opening + handle.read(max(length - len(opening), 0))
+    return parse_header_bytes(name, prefix, raw[:length], file_size)
