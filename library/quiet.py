@@ -44,11 +44,23 @@ def is_verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _ignore_known_warnings() -> None:
+    warnings.filterwarnings("ignore", message=TORCH_DTYPE_DEPRECATION, category=FutureWarning)
+
+
 def filter_known_warnings() -> None:
     """Install the process-wide warning filters for messages Medley knows to be noise (not in verbose mode)."""
-    if is_verbose():
-        return
-    warnings.filterwarnings("ignore", message=TORCH_DTYPE_DEPRECATION, category=FutureWarning)
+    if not is_verbose():
+        _ignore_known_warnings()
+
+
+@contextlib.contextmanager
+def known_warnings_muted() -> Iterator[None]:
+    """The same filters for one block only (around a library call that raises them), then the old filters."""
+    with warnings.catch_warnings():
+        if not is_verbose():
+            _ignore_known_warnings()
+        yield
 
 
 @contextlib.contextmanager

@@ -67,6 +67,18 @@ def test_the_torch_dtype_deprecation_is_filtered_by_message_and_category() -> No
     assert [str(w.message) for w in caught] == ["`torch_dtype` is deprecated", "something else is deprecated"]
 
 
+def test_the_filters_hold_for_one_block_only() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet.known_warnings_muted():
+            warnings.warn("`torch_dtype` is deprecated", FutureWarning, stacklevel=1)
+        warnings.warn("`torch_dtype` is deprecated", FutureWarning, stacklevel=1)
+        quiet.set_verbose(True)
+        with quiet.known_warnings_muted():
+            warnings.warn("`torch_dtype` is deprecated", FutureWarning, stacklevel=1)
+    assert len(caught) == 2
+
+
 def test_a_command_builds_only_its_own_parser() -> None:
     assert cli.command_named(["--verbose", "library", "list"]) == "library"
     assert cli.command_named(["--help"]) is None and cli.command_named(["generat"]) is None
