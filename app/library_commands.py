@@ -65,9 +65,23 @@ def _run_scan(args: argparse.Namespace) -> int:
         print(f"{report.folder}: {len(report.added)} added, {len(report.updated)} updated, "
               f"{report.unchanged} unchanged, {len(report.removed)} removed, {len(report.duplicates)} duplicates, "
               f"{len(report.problems)} refused ({report.seconds:.2f}s)")
+        _print_refusals(report.folder, report.problems)
     for problem in report.problems:
         print(f"medley: skipped {problem.message}", file=sys.stderr)
     return 0
+
+
+def _print_refusals(folder: str, problems: list[Any]) -> None:
+    from library.refusals import refusal_rows
+
+    rows = refusal_rows(folder, problems)
+    if not rows:
+        return
+    width = min(max(len(path) for path, _ in rows), 60)
+    print(f"refused ({len(rows)}):")
+    print(f"  {'FILE':<{width}}  REASON")
+    for path, reason in rows:
+        print(f"  {path:<{width}}  {reason}")
 
 
 def _run_import(args: argparse.Namespace) -> int:
@@ -76,7 +90,8 @@ def _run_import(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(record.to_dict())
     else:
-        print(f"imported {record.name} ({record.base}, {record.format}, rank {record.rank}) -> {record.path}")
+        print(f"imported {record.name} ({record.base}, {record.family}, {record.format}, rank {record.rank}) -> "
+              f"{record.path}")
     return 0
 
 
@@ -90,10 +105,10 @@ def _run_list(args: argparse.Namespace) -> int:
         print("the library is empty; add adapters with `medley library scan DIR` or `medley library import FILE`")
         return 0
     width = max(len(record.name) for record in records)
-    print(f"{'NAME':<{width}}  {'BASE':<7}  {'KIND':<7}  {'RANK':>4}  {'FORMAT':<16}  TRIGGERS")
+    print(f"{'NAME':<{width}}  {'BASE':<7}  {'KIND':<7}  {'FAMILY':<10}  {'RANK':>4}  {'FORMAT':<17}  TRIGGERS")
     for record in records:
-        print(f"{record.name:<{width}}  {record.base:<7}  {record.kind:<7}  {record.rank:>4}  {record.format:<16}  "
-              f"{', '.join(record.triggers)}")
+        print(f"{record.name:<{width}}  {record.base:<7}  {record.kind:<7}  {record.family:<10}  {record.rank:>4}  "
+              f"{record.format:<17}  {', '.join(record.triggers)}")
     return 0
 
 

@@ -66,6 +66,8 @@ def thumbnail(record: AdapterRecord) -> Image.Image:
 
 def caption(record: AdapterRecord) -> str:
     text = f"{record.name} · {record.kind} · {record.base}"
+    if record.family != "lora":
+        text += f" · {record.family}"
     if record.triggers:
         text += f" · {', '.join(record.triggers)}"
     return text
@@ -83,6 +85,7 @@ def summary(record: AdapterRecord) -> dict[str, Any]:
         "description": record.description,
         "rank": record.rank,
         "format": record.format,
+        "family": record.family,
         "source": record.source,
         "id": record.id,
     }

@@ -14,6 +14,7 @@ from app.web.services import MedleyServices, append_tag
 from library.records import BASES, KINDS
 
 ANY = "any"
+REFUSAL_HEADERS = ("file", "reason")
 CardOutputs = tuple[list[tuple[Any, str]], list[dict[str, Any]]]
 
 
@@ -25,6 +26,13 @@ class LibraryTab:
     listing: gr.JSON
     base_filter: gr.Dropdown
     kind_filter: gr.Dropdown
+
+
+def scan_refusals(report: Any) -> list[list[str]]:
+    """The refusal table shown after a scan: one [file, reason] row per refused file."""
+    from library.refusals import refusal_rows
+
+    return [[path, reason] for path, reason in refusal_rows(report.folder, report.problems)]
 
 
 def _split_triggers(text: str) -> list[str]:
@@ -106,6 +114,8 @@ def build_library_tab(services: MedleyServices, prompt: gr.Textbox, tabs: gr.Tab
             folder = gr.Textbox(label="Folder", placeholder="/path/to/loras", scale=4)
             scan_button = gr.Button("Scan", scale=1)
         scan_status = gr.Markdown()
+        refusals = gr.Dataframe(headers=list(REFUSAL_HEADERS), datatype=["str", "str"], label="Refused files",
+                                interactive=False, wrap=True, visible=False, elem_id="library-refusals")
 
     def show(records: list[dict[str, Any]] | None, evt: gr.SelectData) -> tuple[Any, ...]:
         if not records or evt.index is None or not 0 <= int(evt.index) < len(records):
@@ -131,15 +141,15 @@ def build_library_tab(services: MedleyServices, prompt: gr.Textbox, tabs: gr.Tab
         return append_tag(current, name, float(preferred if preferred is not None else 0.8)), \
             gr.Tabs(selected="generate")
 
-    def scan(path: str, progress: gr.Progress = gr.Progress()) -> str:
+    def scan(path: str, progress: gr.Progress = gr.Progress()) -> tuple[str, Any]:
         with user_errors():
             report = services.scan(path, progress=lambda done, total, _p: progress((done, total), desc="scanning",
                                                                                    unit="files"))
         text = (f"{html.escape(report.folder)}: {len(report.added)} added, {len(report.updated)} updated, "
                 f"{report.unchanged} unchanged, {len(report.removed)} removed, {len(report.duplicates)} duplicates, "
                 f"{len(report.problems)} refused ({report.seconds:.1f}s)")
-        problems = "".join(f"\n- {html.escape(p.message)}" for p in report.problems[:20])
-        return text + problems
+        rows = scan_refusals(report)
+        return text, gr.Dataframe(value=rows, visible=bool(rows))
 
     card_outputs = [grid, listing]
     filters = [base_filter, kind_filter]
@@ -158,7 +168,7 @@ def build_library_tab(services: MedleyServices, prompt: gr.Textbox, tabs: gr.Tab
     import_button.click(handlers["import_adapter"], [upload, import_name, import_kind], [import_status, imported],
                         api_name="import_adapter").success(handlers["library_list"], filters, card_outputs,
                                                            api_visibility="private")
-    scan_button.click(scan, folder, scan_status, api_visibility="private").then(
+    scan_button.click(scan, folder, [scan_status, refusals], api_visibility="private").then(
         handlers["library_list"], filters, card_outputs, api_visibility="private")
     return LibraryTab(query=query, search=handlers["search"], cards=grid, listing=listing,
                       base_filter=base_filter, kind_filter=kind_filter)

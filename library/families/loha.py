@@ -107,7 +107,7 @@ class LohaModule(AdapterModule):
         halves: list[torch.Tensor] = []
         for t, wa, wb in ((self.t1, self.w1a, self.w1b), (self.t2, self.w2a, self.w2b)):
             v = torch.einsum("abhw,bi->aihw", as_float(t), as_float(wb)).flatten(1)  # [r, in * kh * kw]
-            halves.extend((as_float(wa).t(), v))  # U = w_a^T [out, r]
+            halves.extend((as_float(wa).t().contiguous(), v))  # U = w_a^T [out, r]
         return tuple(halves)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, float] | None:

@@ -133,7 +133,7 @@ class LokrModule(AdapterModule):
         assert self.w2a is not None and self.w2b is not None
         if self.t2 is not None:  # W2[k, l, h, w] = sum_ij t2[i, j, h, w] w2_a[i, k] w2_b[j, l]
             v = torch.einsum("ijhw,jl->ilhw", as_float(self.t2), as_float(self.w2b)).flatten(1)
-            return as_float(self.w2a).t(), v
+            return as_float(self.w2a).t().contiguous(), v
         return as_float(self.w2a), as_float(self.w2b).flatten(1)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, float] | None:
