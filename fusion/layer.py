@@ -51,6 +51,8 @@ class GateOwner(Protocol):
     gate_version: int
     uncond_gains: list[float] | None  # per session adapter: its gain in the unconditional half of guidance
     guided_rows: int  # in a guided UNet call, the rows of the unconditional half (0: not a guided call)
+    row_coeffs: dict[str, torch.Tensor] | None  # heterogeneous batch: {"unet"/"text": [rows, adapters]}
+    row_version: int
 
     def gates_for(self, layer: FusedLayer) -> list[float] | None: ...
 
@@ -101,6 +103,8 @@ class FusedLayer(nn.Module):
         self._uncond_eff: torch.Tensor | None = None  # per-rank gains of the unconditional rows (None: all 1)
         self._gates: tuple[float, ...] | None = None
         self._gates_loaded = False
+        self._kept_slots: list[int] = []
+        self._row_cache: tuple[object, torch.Tensor | None] | None = None
 
     # the wrapped module's attributes, for code that reads them through the wrapper
     @property
@@ -144,6 +148,8 @@ class FusedLayer(nn.Module):
             _uncond_eff=None,
             _gates=None,
             _gates_loaded=False,
+            _kept_slots=list(range(len(slots))),
+            _row_cache=None,
         )
 
     def clear(self) -> None:
@@ -164,6 +170,7 @@ class FusedLayer(nn.Module):
         low_key = None if key is None else key[:count]
         if self.down is not None:
             kept = self._kept(low_key)
+            state["_kept_slots"] = kept
             state["_down_eff"], state["_up_eff"] = self._effective(low_key, kept)
             state["_uncond_eff"] = self._uncond_gains(owner, kept)
         if self.dense:
@@ -257,6 +264,56 @@ class FusedLayer(nn.Module):
             outputs.append(out)
         return outputs
 
+    def _row_multipliers(self, owner: GateOwner, rows: int) -> torch.Tensor | None:
+        """``[rows, kept ranks]``: each row's coefficient of the adapter owning each kept rank slot."""
+        assert owner.row_coeffs is not None
+        key = (owner.row_version, owner.gate_version, rows)
+        if self._row_cache is not None and self._row_cache[0] == key:
+            return self._row_cache[1]
+        coeffs = owner.row_coeffs["unet" if self.target.startswith("unet.") else "text"]
+        if rows % coeffs.shape[0]:
+            raise RuntimeError(f"{self.target}: a batch of {rows} rows for {coeffs.shape[0]} requests")
+        multipliers = None
+        if self.slots and self._down_eff is not None:
+            slots = [self.slots[i] for i in self._kept_slots]
+            columns = torch.tensor([slot.adapter for slot in slots], device=coeffs.device)
+            ranks = torch.tensor([slot.stop - slot.start for slot in slots], device=coeffs.device)
+            per_rank = coeffs[:, columns].repeat_interleave(ranks, dim=1)
+            multipliers = per_rank[torch.arange(rows, device=coeffs.device) % coeffs.shape[0]]
+        self.__dict__["_row_cache"] = (key, multipliers)
+        return multipliers
+
+    def _forward_rows(self, out: torch.Tensor, x: torch.Tensor, owner: GateOwner) -> torch.Tensor:
+        """A heterogeneous batch: every row with its own adapter coefficients (:mod:`fusion.rows`)."""
+        assert owner.row_coeffs is not None
+        rows = x.shape[0]
+        total = out
+        if self._down_eff is not None:
+            multipliers = self._row_multipliers(owner, rows)
+            assert multipliers is not None
+            down, up = self._cast(x)
+            h = self._project_down(x, down)
+            shape = (rows, -1, 1, 1) if self.is_conv else (rows, *([1] * (h.dim() - 2)), -1)
+            h = h * multipliers.view(shape).to(h.dtype)
+            if owner.guided_rows:
+                h = self._guide(h, owner)
+            total = total + self._project_up(h, up)
+        if self.dense:
+            coeffs = owner.row_coeffs["unet" if self.target.startswith("unet.") else "text"]
+            index = torch.arange(rows, device=coeffs.device) % coeffs.shape[0]
+            uncond = owner.uncond_gains
+            for term, gain in zip(self.dense, self._dense_gains, strict=True):
+                if gain == 0.0:
+                    continue
+                d = self._project_full(x, term.weight.to(x.dtype) * gain)
+                scale = coeffs[index, term.adapter].to(d.dtype)
+                d = d * scale.view(rows, *([1] * (d.dim() - 1)))
+                u = 1.0 if uncond is None else uncond[term.adapter]
+                if owner.guided_rows and u != 1.0 and rows == 2 * owner.guided_rows:
+                    d[: owner.guided_rows] *= u
+                total = total + d
+        return total
+
     def _project_full(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.is_conv:
             stride, padding, dilation = self._conv_args
@@ -286,8 +343,10 @@ class FusedLayer(nn.Module):
             return out
         if not self.static and self._seen != owner.gate_version:
             self._refresh(owner)
-        if self._down_eff is None and self._dense_eff is None:
+        if self._down_eff is None and self._dense_eff is None and not (self.dense and owner.row_coeffs is not None):
             return out
+        if owner.row_coeffs is not None:
+            return self._forward_rows(out, x, owner)
         if self.split:
             return owner.combine(self, out, self.outputs(x))
         if self._dense_eff is not None:

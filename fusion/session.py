@@ -89,6 +89,8 @@ class FusionSession:
         self.attached = False
         self.uncond_gains: list[float] | None = None  # per entry, from the method (adapter guidance)
         self.guided_rows = 0  # rows of the unconditional half of the current UNet call (0: not guided)
+        self.row_coeffs: dict[str, torch.Tensor] | None = None  # heterogeneous batch: per-row coefficients
+        self.row_version = 0
         self._step: list[float] | None = None
         self._layers: dict[str, injection.Site] = {}
         self._saved: list[tuple[nn.Module, torch.Tensor]] = []
@@ -231,6 +233,7 @@ class FusionSession:
             injection.release(model, self)
         self.attached = False
         self.uncond_gains, self.guided_rows = None, 0
+        self.row_coeffs = None
 
     def swap(
         self,
@@ -284,6 +287,26 @@ class FusionSession:
         """Step ``index`` of the run finished (the pipeline's step callback): move to the next."""
         if self.context.at(index + 1):
             self._advance()
+
+    def set_rows(self, unet: torch.Tensor, text: torch.Tensor) -> None:
+        """Give each row of the coming calls its own coefficient per attached adapter (``[rows, adapters]``,
+        :mod:`fusion.rows`); the stacked factors then carry no weight of their own."""
+        if not self.method.batches:
+            raise ValueError(f"fusion method {self.method.name!r} cannot give the rows of a batch their own adapters")
+        count = len(self.entries)
+        for name, matrix in (("unet", unet), ("text", text)):
+            if matrix.dim() != 2 or matrix.shape[1] != count or not bool(torch.isfinite(matrix).all()):
+                raise ValueError(f"{name} row coefficients must be a finite [rows, {count}] matrix")
+        device = next(iter(self.components.values())).device if self.components else torch.device("cpu")
+        self.row_coeffs = {"unet": unet.to(device), "text": text.to(device)}
+        self.row_version += 1
+        self.gate_version += 1
+
+    def clear_rows(self) -> None:
+        if self.row_coeffs is not None:
+            self.row_coeffs = None
+            self.row_version += 1
+            self.gate_version += 1
 
     def end_run(self) -> None:
         self.context.release()

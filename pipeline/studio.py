@@ -9,13 +9,13 @@ calls :meth:`Studio.render`; the faces translate, the core composes:
 3. resolve each image's picks by one precedence, tags > hand picks > auto plan
    (:func:`library.picks.merge_picks`), against the catalogue, through the adapter cache;
 4. add trigger words with the one function (:func:`library.triggers.add_triggers`);
-5. group images with the same adapters into one run: one :func:`pipeline.generate` call each,
-   which writes each image's provenance.
+5. render every image in one :func:`pipeline.generate` call, which writes each image's provenance:
+   images with different adapters share each UNet pass when the fusion method batches (per-row
+   coefficients, :mod:`fusion.rows`), else they are grouped into one run per adapter set.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +31,7 @@ from library.triggers import add_triggers
 from library.vocabulary import BASE_NAMES
 from pipeline.adapter_cache import AdapterCache
 from pipeline.base import LoadedBase
-from pipeline.generate import CHUNK, generate, image_prompts, image_seeds
+from pipeline.generate import generate, image_prompts, image_seeds
 from pipeline.image_plans import picks_per_image
 from pipeline.provenance import Provenance
 
@@ -81,7 +81,7 @@ class RenderRequest:
 class RenderOutcome:
     """Per image (in request order): the image, its provenance, the prompt the base was given and the picks
     it composed (roles filled in from the catalogue). ``plans``: the plan of each planned prompt;
-    ``notices``: what the user should know (e.g. no adapter fits); ``runs``: pipeline runs it took."""
+    ``notices``: what the user should know (e.g. no adapter fits); ``runs``: the distinct adapter sets."""
 
     images: list[Image.Image]
     provenance: list[Provenance]
@@ -202,24 +202,17 @@ class Studio:
         self._plan_images(request, images, outcome)
         self._resolve(request, images)
         outcome.notices.extend(self._vocabulary_notices(images))
-        runs = _runs(images)
         base = self.base
-        per_run = [math.ceil(len(run) / CHUNK) * request.steps for run in runs]
-        results: dict[int, tuple[Image.Image, Provenance]] = {}
         with self.render_lock:
-            try:
-                for number, run in enumerate(runs):  # the composition stays attached between runs: each swaps
-                    report = _offset(on_step, sum(per_run[:number]), sum(per_run))
-                    result = generate(
-                        base, [image.prompt for image in run], negative_prompt=request.negative_prompt,
-                        seed=[image.seed for image in run], steps=request.steps, guidance=request.guidance,
-                        width=request.width, height=request.height, on_step=report, adapters=run[0].specs,
-                        fusion=request.fusion, fusion_options=dict(request.fusion_options) or None,
-                        keep_adapters=True)
-                    for image, picture, record in zip(run, result.images, result.provenance, strict=True):
-                        results[image.index] = (picture, record)
-            finally:
-                base.release_adapters()
+            result = generate(
+                base, [image.prompt for image in images], negative_prompt=request.negative_prompt,
+                seed=[image.seed for image in images], steps=request.steps, guidance=request.guidance,
+                width=request.width, height=request.height, on_step=on_step,
+                adapters=[image.specs for image in images], fusion=request.fusion,
+                fusion_options=dict(request.fusion_options) or None)
+        outcome.notices.extend(result.notices)
+        results = dict(enumerate(zip(result.images, result.provenance, strict=True)))
+        runs = _runs(images)
         outcome.runs = len(runs)
         for image in images:
             picture, record = results[image.index]
@@ -367,14 +360,3 @@ def _runs(images: list[_Image]) -> list[list[_Image]]:
     for image in images:
         runs.setdefault(tuple(image.picks), []).append(image)
     return list(runs.values())
-
-
-def _offset(on_step: StepCallback | None, done_before: int, total: int) -> StepCallback | None:
-    """Progress of one run as progress over all of them."""
-    if on_step is None:
-        return None
-
-    def report(step: int, _run_total: int) -> None:
-        on_step(done_before + step, total)
-
-    return report

@@ -40,6 +40,13 @@ class FusionMethod:
     layer_dependent: ClassVar[bool] = False  # layer_gates must be asked per layer and step
     static: bool = False  # write the update into the weights instead of wrapping layers
 
+    @property
+    def batches(self) -> bool:
+        """Whether rows of one UNet batch may compose different adapter sets (per-row coefficients, see
+        :mod:`fusion.rows`): true when the gates depend only on the adapter and the step, never on which other
+        adapters a request holds, and the layers need no per-adapter outputs."""
+        return False
+
     def options(self) -> dict[str, Any]:
         """The method's settings, for provenance."""
         return {}

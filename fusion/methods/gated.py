@@ -148,6 +148,10 @@ class GatedMethod(FusionMethod):
     def splits(self, component: str, path: str) -> bool:
         return self.gate is not None and component == "unet" and f"unet.{path}" in self.gate
 
+    @property
+    def batches(self) -> bool:
+        return self.gate is None  # the schedule is per role and step; the trained gate mixes a layer's adapters
+
     def combine(
         self, layer: FusedLayer, base_out: torch.Tensor, outputs: list[torch.Tensor], context: StepContext
     ) -> torch.Tensor:

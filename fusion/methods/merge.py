@@ -23,3 +23,7 @@ class MergeMethod(FusionMethod):
 
     def options(self) -> dict[str, Any]:
         return {"static": self.static}
+
+    @property
+    def batches(self) -> bool:
+        return not self.static  # a merge written into the weights is the same for every row
