@@ -13,6 +13,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import time
 from collections.abc import Callable, Mapping
@@ -45,9 +46,24 @@ def child(task: str, *argv: str) -> list[str]:
 
 
 def start(command: list[str], home: Path, pause: Mapping[str, Any] | None = None, **options: Any) -> subprocess.Popen:
+    """Start a child; its stdout is a pipe, its stderr goes to a temp file (never a pipe nobody reads,
+    which would stall a chatty child) that :func:`error_output` reads."""
     options.setdefault("stdout", subprocess.PIPE)
-    options.setdefault("stderr", subprocess.PIPE)
-    return subprocess.Popen(command, cwd=ROOT, env=child_env(home, pause), **options)
+    log = None
+    if "stderr" not in options:
+        log = options["stderr"] = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, cwd=ROOT, env=child_env(home, pause), **options)
+    process.error_log = log  # type: ignore[attr-defined]
+    return process
+
+
+def error_output(process: subprocess.Popen) -> str:
+    """What a child started by :func:`start` wrote to stderr so far (the last 3,000 characters)."""
+    log = getattr(process, "error_log", None)
+    if log is None:
+        return ""
+    log.seek(0)
+    return log.read().decode(errors="replace")[-3000:]
 
 
 def run(command: list[str], home: Path, timeout: float = LIMIT) -> subprocess.CompletedProcess:
@@ -62,14 +78,13 @@ def kill(process: subprocess.Popen) -> None:
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL, f"the child had already exited ({process.returncode})"
-    for stream in (process.stdout, process.stderr, process.stdin):
+    for stream in (process.stdout, process.stdin, getattr(process, "error_log", None)):
         if stream is not None:
             stream.close()
 
 
 def _fail(process: subprocess.Popen, what: str) -> None:
-    error = process.stderr.read().decode(errors="replace")[-3000:] if process.stderr else ""
-    raise AssertionError(f"the child exited ({process.returncode}) before {what}:\n{error}")
+    raise AssertionError(f"the child exited ({process.returncode}) before {what}:\n{error_output(process)}")
 
 
 def wait_until(process: subprocess.Popen, condition: Callable[[], bool], what: str, every: float = 0.005) -> None:

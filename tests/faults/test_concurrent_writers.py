@@ -10,7 +10,7 @@ from pathlib import Path
 
 from safetensors.torch import save
 
-from faults.processes import child, integrity, leftovers, start
+from faults.processes import child, error_output, integrity, leftovers, start
 from faults.synthetic import write_loras
 from library.catalog import Catalog
 from library.files import sha256_of
@@ -21,8 +21,8 @@ IMPORTS = 8  # files each process imports, every one under the name "clash"
 
 
 def _finish(process: subprocess.Popen, what: str) -> str:
-    out, error = process.communicate(timeout=600)
-    assert process.returncode == 0, f"the {what} process exited {process.returncode}:\n{error.decode()[-3000:]}"
+    out, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, f"the {what} process exited {process.returncode}:\n{error_output(process)}"
     return out.decode()
 
 
