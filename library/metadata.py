@@ -5,7 +5,8 @@ sidecar ``<name>.json`` ("activation text", "preferred weight", "sd version",
 "description", "notes") and ``<name>.txt`` (description), Civitai's
 ``<name>.civitai.info`` (trainedWords, baseModel, tags, description), ``modelspec.*``
 (title, trigger_phrase, description, tags, architecture) and kohya's ``ss_*``
-(ss_output_name, ss_tag_frequency, ss_base_model_version, ss_network_dim/alpha).
+(ss_output_name, ss_tag_frequency, ss_training_comment, ss_base_model_version, ss_network_dim/alpha).
+A textual inversion's tokens become its triggers (library/inspection.py).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def top_tags(frequency: Mapping[str, Mapping[str, int]], count: int = TOP_TAGS) 
     totals: Counter[str] = Counter()
     for tags in frequency.values():
         for tag, n in tags.items():
-            tag = " ".join(tag.split())
+            tag = " ".join(tag.replace("\\(", "(").replace("\\)", ")").split())  # booru captions escape brackets
             if tag:
                 totals[tag] += n
     return [tag for tag, _ in sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:count]]
@@ -149,8 +150,10 @@ def gather_info(adapter_path: Path, metadata: Mapping[str, str], sidecars: Sidec
     output_name = metadata.get("ss_output_name", "").strip()
     title_candidates = [metadata.get("modelspec.title"), model.get("name"), output_name, stem]
     title = next((str(t).strip()[:200] for t in title_candidates if isinstance(t, str) and t.strip()), stem)
+    comment = metadata.get("ss_training_comment", "")  # kohya's free-text note from the trainer
     descriptions = [a1111.get("description"), text, plain_text(civitai.get("description")),
-                    plain_text(model.get("description")), metadata.get("modelspec.description")]
+                    plain_text(model.get("description")), metadata.get("modelspec.description"),
+                    comment if comment.strip().lower() not in ("", "none") else None]
     description = next((plain_text(d) for d in descriptions if isinstance(d, str) and d.strip()), "")
     weight = _float(a1111.get("preferred weight"))
     if not weight:  # A1111 writes 0 for "not set"

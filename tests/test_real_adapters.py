@@ -74,6 +74,11 @@ def test_real_file_is_read_as_its_manifest_says(catalog, entry):
     if family in READ_AS:
         assert (record.format, record.family) == READ_AS[family]
     assert catalog.list(base=record.base) == [record]
+    metadata = read_header(path).metadata  # what it draws, for search: the trainer's own words
+    if metadata.get("ss_tag_frequency"):
+        assert record.tags and "\\(" not in " ".join(record.tags)
+    if metadata.get("ss_output_name") and "modelspec.title" not in metadata:
+        assert record.title == metadata["ss_output_name"]
     plan = plan_file(path)
     if not plan.modules:  # a textual inversion: its tokens are its triggers; nothing to apply
         assert plan.tokens and set(plan.tokens) <= set(record.triggers)
