@@ -4,6 +4,23 @@ A module of a file is a set of parameters (``lora_down.weight``, ``hada_w1_a``, 
 whose markers it holds plans it from the header and loads it. A DoRA magnitude (``dora_scale``,
 ``lora_magnitude_vector``) on top of any direction family wraps the loaded module in a
 :class:`~library.families.dora.DoraModule`.
+
+How the fusion engine carries each module type (every update includes the module's own scale; the
+engine multiplies by the adapter's weight / gate g):
+
+* ``module.factors()`` is not None -> stack ``(down, up, scale)``: :class:`~library.lora.LoraModule`,
+  :class:`~library.families.lora.TuckerLoconModule` (always; its down is a kxk conv), and
+  :class:`~library.families.loha.LohaModule` / :class:`~library.families.lokr.LokrModule` when their exact
+  rank r1 * r2 passes :func:`~library.families.base.stacks_exactly` (2 * rank <= min(out, in * kh * kw);
+  ``low_rank`` is then True for that instance). Conv factors: down [R, in, kh, kw], up [out, R, 1, 1].
+* ``factors()`` is None and the module has no ``needs_base_weight`` -> a dense term ``D = module.delta()``
+  shaped like the weight (LoHa / LoKr above the bound, :class:`~library.families.full.FullModule`, a
+  :class:`~library.lora.DenseModule`); a FullModule's ``bias_delta()`` (or None) is added to the output.
+* ``needs_base_weight`` (:class:`~library.families.on_base.OnBaseModule`: DoRA, (IA)^3) -> ``delta()``
+  raises; call ``delta_on(W)`` with the layer's ORIGINAL weight once when wrapping the layer, carry the
+  result as a dense term scaled linearly by g (W + g D), and add ``bias_delta_on(b)`` (None for DoRA).
+* :class:`~library.families.norm.NormModule` (``is_norm``) updates a LayerNorm / GroupNorm, not a linear
+  or conv: add ``delta()`` to its weight and ``bias_delta()`` to its bias.
 """
 
 from __future__ import annotations
