@@ -16,6 +16,7 @@ calls :meth:`Studio.render`; the faces translate, the core composes:
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from PIL import Image
 
 from fusion import AdapterSpec, LoraReference, parse_prompt
+from library.errors import LibraryError
 from library.picks import Pick, merge_picks
 from library.records import AdapterRecord
 from library.triggers import add_triggers
@@ -183,6 +185,17 @@ class Studio:
             self._retriever_revision = revision
             return self._retriever
 
+    def status(self) -> dict[str, Any]:
+        """What a status endpoint shows: the base and the adapter cache's figures (hits, loads, evictions, bytes)."""
+        base = self._base
+        cache = self._cache
+        return {
+            "base": None if base is None else {"name": base.name, "family": base.family, "attention": base.attention},
+            "adapter_cache": (cache.stats.to_dict() if cache is not None else {"hits": 0, "loads": 0, "evictions": 0,
+                                                                                "bytes": 0, "entries": 0}),
+            "adapter_cache_budget_bytes": self._cache_bytes,
+        }
+
     # ------------------------------------------------------------------ planning
 
     def plan(self, prompt: str, batch: int = 1, seed: int = 0) -> Plan:
@@ -195,6 +208,41 @@ class Studio:
     def render(self, request: RenderRequest, on_step: StepCallback | None = None) -> RenderOutcome:
         """Render ``request`` (see the module docstring); raises :class:`RenderError` for a request it refuses,
         ``LibraryError`` for an adapter the catalogue does not have."""
+        outcome = self.render_many([request], [on_step])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def render_many(self, requests: Sequence[RenderRequest],
+                    on_steps: Sequence[StepCallback | None] | None = None) -> list[RenderOutcome | BaseException]:
+        """Render several requests, each image in its own request's order: requests that share size, steps,
+        guidance, negative prompt and fusion settings go through one :func:`pipeline.generate` call (a
+        heterogeneous batch when the method batches). A request the core refuses gets its exception in its
+        place; the others are rendered."""
+        callbacks = list(on_steps) if on_steps is not None else [None] * len(requests)
+        answers: list[RenderOutcome | BaseException | None] = [None] * len(requests)
+        prepared: list[tuple[int, list[_Image], RenderOutcome]] = []
+        for number, request in enumerate(requests):
+            try:
+                prepared.append((number, *self._prepare(request)))
+            except (LibraryError, ValueError, LookupError, RuntimeError) as error:  # this request only
+                answers[number] = error
+        groups: dict[tuple[object, ...], list[tuple[int, list[_Image], RenderOutcome]]] = {}
+        for item in prepared:
+            groups.setdefault(_batch_key(requests[item[0]]), []).append(item)
+        for group in groups.values():
+            try:
+                self._render_group([requests[n] for n, _, _ in group], group, [callbacks[n] for n, _, _ in group])
+            except (ValueError, RuntimeError) as error:
+                for number, _, _ in group:
+                    answers[number] = error
+                continue
+            for number, _, outcome in group:
+                answers[number] = outcome
+        return [answer if answer is not None else RenderError("not rendered") for answer in answers]
+
+    def _prepare(self, request: RenderRequest) -> tuple[list[_Image], RenderOutcome]:
+        """Everything before the pipeline: tags, plans, picks, specs, prompts and notices."""
         _check_method(request.fusion, request.fusion_options)
         images = self._images(request)
         outcome = RenderOutcome(images=[], provenance=[], prompts=[], picks=[], adapters=[], fusion=request.fusion,
@@ -202,26 +250,31 @@ class Studio:
         self._plan_images(request, images, outcome)
         self._resolve(request, images)
         outcome.notices.extend(self._vocabulary_notices(images))
-        base = self.base
+        outcome.runs = len(_runs(images))
+        return images, outcome
+
+    def _render_group(self, requests: list[RenderRequest], group: list[tuple[int, list[_Image], RenderOutcome]],
+                      callbacks: list[StepCallback | None]) -> None:
+        """One generate call for requests sharing their batch key; each outcome gets its own images."""
+        first = requests[0]
+        images = [image for _, request_images, _ in group for image in request_images]
         with self.render_lock:
             result = generate(
-                base, [image.prompt for image in images], negative_prompt=request.negative_prompt,
-                seed=[image.seed for image in images], steps=request.steps, guidance=request.guidance,
-                width=request.width, height=request.height, on_step=on_step,
-                adapters=[image.specs for image in images], fusion=request.fusion,
-                fusion_options=dict(request.fusion_options) or None)
-        outcome.notices.extend(result.notices)
-        results = dict(enumerate(zip(result.images, result.provenance, strict=True)))
-        runs = _runs(images)
-        outcome.runs = len(runs)
-        for image in images:
-            picture, record = results[image.index]
-            outcome.images.append(picture)
-            outcome.provenance.append(record)
-            outcome.prompts.append(image.prompt)
-            outcome.picks.append(image.picks)
-            outcome.adapters.append([spec.describe() for spec in image.specs])
-        return outcome
+                self.base, [image.prompt for image in images], negative_prompt=first.negative_prompt,
+                seed=[image.seed for image in images], steps=first.steps, guidance=first.guidance,
+                width=first.width, height=first.height, on_step=_fan_out(callbacks),
+                adapters=[image.specs for image in images], fusion=first.fusion,
+                fusion_options=dict(first.fusion_options) or None)
+        pairs = iter(zip(result.images, result.provenance, strict=True))
+        for _, request_images, outcome in group:
+            outcome.notices.extend(result.notices)
+            for image in request_images:
+                picture, record = next(pairs)
+                outcome.images.append(picture)
+                outcome.provenance.append(record)
+                outcome.prompts.append(image.prompt)
+                outcome.picks.append(image.picks)
+                outcome.adapters.append([spec.describe() for spec in image.specs])
 
     def _images(self, request: RenderRequest) -> list[_Image]:
         prompts = image_prompts(request.prompt, request.batch)
@@ -352,6 +405,26 @@ def _check_method(fusion: str, options: Mapping[str, Any]) -> None:
         make_method(fusion, **dict(options))
     except (TypeError, ValueError) as error:
         raise RenderError(f"fusion options: {error}") from None
+
+
+def _batch_key(request: RenderRequest) -> tuple[object, ...]:
+    """What requests must share to go through one pipeline call."""
+    options = json.dumps(dict(request.fusion_options), sort_keys=True, default=str)
+    return (request.width, request.height, request.steps, request.guidance, request.negative_prompt, request.fusion,
+            options)
+
+
+def _fan_out(callbacks: list[StepCallback | None]) -> StepCallback | None:
+    """One generate call's progress to every request in it."""
+    live = [callback for callback in callbacks if callback is not None]
+    if not live:
+        return None
+
+    def report(done: int, total: int) -> None:
+        for callback in live:
+            callback(done, total)
+
+    return report
 
 
 def _runs(images: list[_Image]) -> list[list[_Image]]:

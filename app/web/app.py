@@ -1,7 +1,7 @@
 """The Gradio Blocks app: Generate, Library and Train tabs over one :class:`MedleyServices`.
 
 Stable API names (``gradio_client``): /generate, /plan, /search, /library_list,
-/import_adapter, /train. Generation is queued with a concurrency limit (one at a time by
+/import_adapter, /train, /status. Generation is queued with a concurrency limit (one at a time by
 default: the base is shared and the CPU is small); nothing is fetched from the internet.
 """
 
@@ -55,6 +55,9 @@ def build_app(services: MedleyServices, generation_concurrency: int = 1) -> gr.B
                 library = build_library_tab(services, generate.prompt, tabs)
             with gr.Tab("Train", id="train", elem_id="tab-train"):
                 train = build_train_tab(services, jobs)
+        with gr.Accordion("Server status (base, adapter cache, batching)", open=False):
+            status = gr.JSON(label="Status", elem_id="server-status")
+            gr.Button("Refresh", size="sm").click(services.status, None, status, api_name="status")
 
         def refresh_cards(query: str, base: str, kind: str) -> tuple[Any, Any, Any]:
             """The Library grid for the current search and filters, and fresh picker choices."""
@@ -68,8 +71,6 @@ def build_app(services: MedleyServices, generation_concurrency: int = 1) -> gr.B
         app.load(refresh_cards, refresh_inputs, refresh_outputs, api_visibility="private")
     app.medley_jobs = jobs  # type: ignore[attr-defined]  # tests and the CLI reach the training jobs here
     return app
-
-
 
 
 def launch(services: MedleyServices, options: LaunchOptions) -> tuple[gr.Blocks, str]:

@@ -20,6 +20,7 @@ from library.vocabulary import ROLES
 if TYPE_CHECKING:
     from library.catalog import Catalog, ScanReport
     from pipeline import LoadedBase, RenderOutcome, Studio
+    from pipeline.batcher import RenderBatcher
     from retrieval import Plan, Result, Retriever
 
 StepCallback = Callable[[int, int], None]
@@ -41,6 +42,9 @@ class WebConfig:
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_batch: int = MAX_BATCH
     max_steps: int = MAX_STEPS
+    batch_requests: int = 1  # >1: requests arriving together share a UNet pass, up to this many images
+    batch_wait_s: float = 0.05  # how long a request waits for others to batch with
+    cache_bytes: int | None = None  # adapter cache budget (None: keep every adapter used)
 
 
 @dataclass
@@ -100,7 +104,13 @@ class MedleyServices:
 
         self.config = config or WebConfig()
         self._base_factory = base_factory
-        self.studio: Studio = Studio(base if base is not None else self.new_base, catalog, retriever_factory)
+        self.studio: Studio = Studio(base if base is not None else self.new_base, catalog, retriever_factory,
+                                     cache_bytes=self.config.cache_bytes)
+        self.batcher: RenderBatcher | None = None
+        if self.config.batch_requests > 1:
+            from pipeline.batcher import RenderBatcher
+
+            self.batcher = RenderBatcher(self.studio, self.config.batch_requests, self.config.batch_wait_s)
 
     # ------------------------------------------------------------------ shared state
 
@@ -191,14 +201,24 @@ class MedleyServices:
         from pipeline import RenderRequest
 
         _check_request(request, self.config)
+        render = RenderRequest(
+            prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
+            batch=request.batch, steps=request.steps, guidance=request.guidance, picks=picks_of(request.rows),
+            fusion=request.fusion, fusion_options=request.fusion_options, add_triggers=request.add_triggers)
         try:
-            return self.studio.render(RenderRequest(
-                prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
-                batch=request.batch, steps=request.steps, guidance=request.guidance, picks=picks_of(request.rows),
-                fusion=request.fusion, fusion_options=request.fusion_options, add_triggers=request.add_triggers),
-                on_step=on_step)
+            if self.batcher is not None:
+                return self.batcher.render(render, on_step=on_step)
+            return self.studio.render(render, on_step=on_step)
         except (LibraryError, ValueError, LookupError) as error:
             raise WebInputError(str(error)) from None
+
+    def status(self) -> dict[str, Any]:
+        """The /status endpoint: the base, the adapter cache and (when batching) the batcher's figures."""
+        status = self.studio.status()
+        if self.batcher is not None:
+            status["batching"] = {**self.batcher.stats.to_dict(), "queued": self.batcher.queued,
+                                  "max_batch": self.batcher.max_batch, "max_wait_s": self.batcher.max_wait_s}
+        return status
 
 
 def picks_of(rows: Sequence[AdapterRow]) -> list[Pick]:
