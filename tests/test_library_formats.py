@@ -225,6 +225,13 @@ def test_unknown_families_are_named(tmp_path, key, family):
         plan_file(tmp_path / "x.safetensors")
 
 
+def test_a_kronecker_of_terabytes_is_refused_from_the_header(tmp_path):
+    save_file({"lora_unet_x.lokr_w1": torch.ones(1000, 1000), "lora_unet_x.lokr_w2": torch.ones(1000, 1000)},
+              str(tmp_path / "k.safetensors"))
+    with pytest.raises(AdapterFileError, match="larger than any layer"):
+        plan_file(tmp_path / "k.safetensors")
+
+
 def test_peft_dora_magnitude_alone_is_named(tmp_path):
     save_file({"unet.down_blocks.0.resnets.0.conv1.lora_magnitude_vector": torch.ones(64)},
               str(tmp_path / "x.safetensors"))

@@ -14,6 +14,9 @@ from library.formats.header import FLOAT_DTYPES, SafetensorsHeader
 from library.formats.plan import PlannedModule
 
 INT_DTYPES = frozenset({"I64", "I32", "I16"})
+# the largest weight a module may update: 2**28 numbers (1 GiB in float32), ~7x the largest layer of the
+# bases Medley knows; a LoKr of two small factors can declare a kron of terabytes, refused from its header
+MAX_WEIGHT_NUMBERS = 2**28
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,11 @@ def plan_groups(file_name: str, header: SafetensorsHeader, groups: Mapping[Modul
     for name, keys in sorted(groups.items(), key=lambda item: (item[0].component or "", item[0].name)):
         entries = {parameter: header.tensors[key] for parameter, key in keys.items()}
         family, plan = plan_module(entries, f"{file_name}: module {name.label}")
+        if plan.weight is not None:
+            numbers = plan.weight.out_features * plan.weight.in_features * math.prod(plan.weight.kernel or (1,))
+            if numbers > MAX_WEIGHT_NUMBERS:
+                raise AdapterFileError(f"{file_name}: module {name.label} updates a weight of {numbers} numbers, "
+                                       "larger than any layer of a text-to-image model")
         _check_dtypes(file_name, header, keys)
         alpha = None
         if ALPHA not in keys and alpha_of is not None and plan.rank:
