@@ -3,6 +3,7 @@ unless --verbose; each command imports only what it needs."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -111,3 +112,30 @@ def test_library_list_and_search_print_nothing_from_libraries(tmp_path: Path) ->
     found = _medley("search", "a red circle", home=home)
     assert found.returncode == 0 and found.stderr == "", found.stderr
     assert "adapter" in found.stdout.splitlines()[0]
+
+
+HEAVY = ("gradio", "open_clip", "faiss", "retrieval", "sentence_transformers")
+
+
+def _modules_after(args: list[str], home: Path) -> tuple[set[str], str]:
+    """The heavy packages a fresh process has imported once `medley ARGS` returns (and that command's stdout)."""
+    code = ("import sys\nfrom app.cli import main\ncode = main(sys.argv[1:])\n"
+            f"print('MODULES', sorted(m for m in {HEAVY!r} if m in sys.modules))\nraise SystemExit(code)\n")
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", quiet.VERBOSE_ENV)}
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=env | {"MEDLEY_HOME": str(home), "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip().splitlines()[-1]
+    return set(ast.literal_eval(line.removeprefix("MODULES "))), done.stdout
+
+
+def test_each_command_imports_only_what_it_uses(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert _modules_after(["library", "list"], home)[0] == set()
+    first_search, _ = _modules_after(["search", "a red circle"], home)  # builds the index: tags previews with CLIP
+    assert "gradio" not in first_search and "sentence_transformers" not in first_search
+    later_search, _ = _modules_after(["search", "a blue square"], home)  # tags cached: no CLIP, no torch models
+    assert later_search == {"faiss", "retrieval"}
+    out = tmp_path / "x.png"
+    generated, _ = _modules_after(["generate", "a red circle", "--steps", "1", "--out", str(out)], home)
+    assert generated == set() and out.is_file()
