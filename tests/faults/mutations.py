@@ -196,7 +196,9 @@ def _recipes(parsed: Parsed) -> Iterator[tuple[str, Recipe]]:
                                    ("file path",))
     yield "key-control-char", lambda p: (pack(_renamed(p, first_key, first_key + "\n"), data), "refuse",
                                          ("control",))
-    yield "pickle-magic", lambda p: (b"\x80\x02" + raw[2:], "refuse", ("pickle",))
+    # a pickle's first bytes: refused as a pickle, or (the length they spell fits the file and "{" follows)
+    # as the safetensors header they then announce, whose JSON is cut wrong
+    yield "pickle-magic", lambda p: (b"\x80\x02" + raw[2:], "refuse", ("pickle", "json"))
     yield "zip-magic", lambda p: (b"PK\x03\x04" + raw[4:], "refuse", ("zip",))
     yield "empty", lambda p: (b"", "refuse", ("empty",))
 
