@@ -56,6 +56,21 @@ def test_built_in_layouts_have_no_ambiguous_flat_names():
             assert "" not in index.values(), (base, component)
 
 
+def test_layout_cache_gives_back_the_built_layout(tmp_path, monkeypatch):
+    from library.layouts import cache
+    from library.layouts.configs import BASE_CONFIGS
+    from library.layouts.model_layout import _build_layout, _decoded
+
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    built = _build_layout("sdxl")
+    path = cache.cache_path("sdxl", BASE_CONFIGS["sdxl"])
+    cache.write(path, cache.encode(built))
+    again = _decoded(cache.read(path))
+    assert again == built and [list(m) for m in again.modules.values()] == [list(m) for m in built.modules.values()]
+    path.write_text("{not json")
+    assert cache.read(path) is None  # rebuilt, not trusted
+
+
 def test_unflatten_keeps_compound_words():
     assert unflatten("down_blocks_0_attentions_1_transformer_blocks_0_attn1_to_out_0") == \
         "down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_out.0"

@@ -130,9 +130,32 @@ def _empty_text_encoder(class_name: str, config: Mapping[str, Any]) -> nn.Module
     return model_class(config_class(**config))
 
 
+def _decoded(document: Mapping[str, Any]) -> ModelLayout:
+    modules = {component: {path: ModuleShape(out, inp, (kernel[0], kernel[1]) if kernel else None)
+                           for path, out, inp, kernel in rows} for component, rows in document["modules"].items()}
+    return ModelLayout(name=document["name"], modules=modules, flat_index=document["flat_index"],
+                       conventional=document["conventional"])
+
+
 @cache
 def built_in_layout(base: str) -> ModelLayout:
-    """The layout of a built-in base (``sd1``, ``sd2``, ``sdxl``, ``toy``), built on the meta device."""
+    """The layout of a built-in base (``sd1``, ``sd2``, ``sdxl``, ``toy``), built on the meta device once and
+    then read from the layout cache (library/layouts/cache.py)."""
+    from library.layouts import cache as layout_cache
+
+    path = layout_cache.cache_path(base, BASE_CONFIGS[base])
+    document = layout_cache.read(path)
+    if document is not None:
+        try:
+            return _decoded(document)
+        except (KeyError, TypeError, ValueError):
+            pass
+    layout = _build_layout(base)
+    layout_cache.write(path, layout_cache.encode(layout))
+    return layout
+
+
+def _build_layout(base: str) -> ModelLayout:
     from accelerate import init_empty_weights
     from diffusers import UNet2DConditionModel
     from transformers.utils import logging as transformers_logging
