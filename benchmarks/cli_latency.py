@@ -12,8 +12,10 @@ Each is the median of ``--runs`` cold processes (no Medley state kept in memory 
 operating system's file cache stays warm, as it does for a user's second command). One fresh
 MEDLEY_HOME is prepared once before the runs (a ``library list`` registers the starter library and
 a ``search`` builds the index), so the timings do not include that one-time setup, which is printed
-on its own line. Prints a table; with ``--json`` the last line is a JSON object with
-``generate_s``, ``library_list_s``, ``search_s`` and ``python_s`` (seconds). It never asserts.
+on its own line. Beside the wall time, the median CPU time (user + system) of each command: on a
+shared machine the wall time grows with the load, the CPU time much less. Prints a table; with
+``--json`` the last line is a JSON object with ``generate_s``, ``library_list_s``, ``search_s`` and
+``python_s`` (wall seconds) and the same names with ``_cpu_s``. It never asserts.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -47,10 +50,14 @@ def find_medley(given: str | None) -> str:
     return found
 
 
-def timed(argv: Sequence[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+def timed(argv: Sequence[str], env: dict[str, str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """(wall seconds, CPU seconds of the child: user + system, completed process)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(list(argv), env=env, capture_output=True, text=True)
-    return time.perf_counter() - started, done
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), done
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -72,26 +79,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         }
         setup = 0.0
         for step in (commands["library_list"], commands["search"]):  # the one-time work of a new home
-            seconds, done = timed(step, env)
+            seconds, _, done = timed(step, env)
             setup += seconds
             if done.returncode != 0:
                 print(f"setup failed: {' '.join(step[1:])}: {done.stderr.strip()[-500:]}", file=sys.stderr)
         times: dict[str, list[float]] = {name: [] for name in commands}
+        cpu: dict[str, list[float]] = {name: [] for name in commands}
         failures: dict[str, str] = {}
         for _ in range(args.runs):
             for name, command in commands.items():  # interleaved, so a busy moment spreads over all of them
-                seconds, done = timed(command, env)
+                seconds, cpu_seconds, done = timed(command, env)
                 times[name].append(seconds)
+                cpu[name].append(cpu_seconds)
                 if done.returncode != 0:
                     failures[name] = done.stderr.strip()[-300:]
     medians = {f"{name}_s": round(statistics.median(values), 3) for name, values in times.items()}
+    medians |= {f"{name}_cpu_s": round(statistics.median(values), 3) for name, values in cpu.items()}
     print(f"medley: {medley}   runs: {args.runs} cold processes each   fresh MEDLEY_HOME setup: {setup:.2f} s "
           f"(library list + search, once)")
-    print(f"{'command':<28}{'median s':>10}{'min s':>8}{'max s':>8}")
+    print(f"{'command':<28}{'median s':>10}{'min s':>8}{'max s':>8}{'CPU s':>8}")
     labels = {"generate": f'generate "{PROMPT[:14]}..."', "library_list": "library list",
               "search": f'search "{SEARCH}"', "python": "python -c pass"}
     for name, values in times.items():
-        print(f"{labels[name]:<28}{statistics.median(values):>10.2f}{min(values):>8.2f}{max(values):>8.2f}")
+        print(f"{labels[name]:<28}{statistics.median(values):>10.2f}{min(values):>8.2f}{max(values):>8.2f}"
+              f"{statistics.median(cpu[name]):>8.2f}")
     for name, message in failures.items():
         print(f"{name} failed: {message}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
