@@ -73,6 +73,7 @@ def test_only_plain_bert_mean_pooling_folders_take_the_numpy_path(minilm: Path, 
                                                           "pooling_mode_cls_token": True}),
         _copy(minilm, tmp_path, "config.json", {"model_type": "roberta"}),
         _copy(minilm, tmp_path, "config.json", {"hidden_act": "gelu_new"}),
+        _copy(minilm, tmp_path, "sentence_bert_config.json", {"do_lower_case": True}),
         _copy(minilm, tmp_path, "modules.json", lambda modules: modules.append(
             {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})),
     ]

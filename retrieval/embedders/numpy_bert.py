@@ -49,6 +49,7 @@ def supports(folder: Path) -> bool:
     if kinds not in ([ENCODER, POOLING], [ENCODER, POOLING, NORMALIZE]) or modules[0].get("path") != "":
         return False
     config = _json(folder / "config.json")
+    settings = _json(folder / "sentence_bert_config.json")
     pooling = _json(folder / str(modules[1].get("path", "")) / "config.json")
     modes = {key: value for key, value in pooling.items() if key.startswith("pooling_mode")}
     return (
@@ -57,6 +58,7 @@ def supports(folder: Path) -> bool:
         and config.get("position_embedding_type", "absolute") == "absolute"
         and modes.get("pooling_mode_mean_tokens") is True
         and not any(value for key, value in modes.items() if key != "pooling_mode_mean_tokens")
+        and settings.get("do_lower_case") is not True  # sentence-transformers would lowercase before tokenizing
         and (folder / "tokenizer.json").is_file()
         and (folder / "model.safetensors").is_file()
     )
