@@ -32,10 +32,11 @@ from torch import nn
 
 @dataclass(frozen=True, eq=False)
 class DenseTerm:
-    """One adapter's dense update at a layer, its static scale folded in."""
+    """One adapter's dense update at a layer (and of its bias, for a full diff or (IA)^3), static scale folded in."""
 
     adapter: int
     weight: torch.Tensor
+    bias: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class FusedLayer(nn.Module):
         self._dense_eff: torch.Tensor | None = None
         self._dense_uncond: torch.Tensor | None = None  # the dense sum the unconditional rows use (None: same)
         self._dense_gains: tuple[float, ...] = ()
+        self._dense_bias: torch.Tensor | None = None
+        self._dense_bias_uncond: torch.Tensor | None = None
         self.split = False
         self.static = True
         self._owner: GateOwner | None = None
@@ -137,7 +140,9 @@ class FusedLayer(nn.Module):
             up=up,
             dense=dense,
             _dense_eff=_dense_sum(dense, None),
+            _dense_bias=_bias_sum(dense, None),
             _dense_uncond=None,
+            _dense_bias_uncond=None,
             _dense_gains=tuple(1.0 for _ in dense),
             _owner=owner,
             static=static,
@@ -155,7 +160,8 @@ class FusedLayer(nn.Module):
     def clear(self) -> None:
         self.__dict__.update(
             slots=(), adapters=(), down=None, up=None, _owner=None, _down_eff=None, _up_eff=None, _uncond_eff=None,
-            dense=(), _dense_eff=None, _dense_uncond=None, _dense_gains=(), _seen=-1,
+            dense=(), _dense_eff=None, _dense_uncond=None, _dense_gains=(), _dense_bias=None, _dense_bias_uncond=None,
+            _seen=-1,
         )
 
     def _refresh(self, owner: GateOwner) -> None:
@@ -177,14 +183,16 @@ class FusedLayer(nn.Module):
             gains = tuple(1.0 for _ in self.dense) if key is None else key[count:]
             state["_dense_gains"] = gains
             state["_dense_eff"] = _dense_sum(self.dense, gains)
+            state["_dense_bias"] = _bias_sum(self.dense, gains)
             uncond = owner.uncond_gains
             mine = None if uncond is None else [uncond[term.adapter] for term in self.dense]
-            uncond_sum = None
+            uncond_sum = uncond_bias = None
             if mine is not None and any(g != 1.0 for g in mine):  # the unconditional rows use their own sum
-                uncond_sum = _dense_sum(self.dense, tuple(g * u for g, u in zip(gains, mine, strict=True)))
+                scaled = tuple(g * u for g, u in zip(gains, mine, strict=True))
+                uncond_sum, uncond_bias = _dense_sum(self.dense, scaled), _bias_sum(self.dense, scaled)
                 if uncond_sum is None:  # every term silent there
                     uncond_sum = torch.zeros_like(self.dense[0].weight)
-            state["_dense_uncond"] = uncond_sum
+            state["_dense_uncond"], state["_dense_bias_uncond"] = uncond_sum, uncond_bias
 
     def _kept(self, key: tuple[float, ...] | None) -> list[int]:
         """The slots that act under per-slot gates ``key`` (zero-gated slots are dropped unless split)."""
@@ -257,7 +265,8 @@ class FusedLayer(nn.Module):
         uncond = self._owner.uncond_gains
         rows = self._owner.guided_rows
         for term, gain in zip(self.dense, self._dense_gains, strict=True):
-            out = self._project_full(x, term.weight.to(x.dtype) * gain)
+            out = self._project_full(x, term.weight.to(x.dtype) * gain,
+                                     None if term.bias is None else term.bias.to(x.dtype) * gain)
             u = 1.0 if uncond is None else uncond[term.adapter]
             if rows and u != 1.0 and out.shape[0] == 2 * rows:
                 out[:rows] *= u
@@ -305,7 +314,8 @@ class FusedLayer(nn.Module):
             for term, gain in zip(self.dense, self._dense_gains, strict=True):
                 if gain == 0.0:
                     continue
-                d = self._project_full(x, term.weight.to(x.dtype) * gain)
+                d = self._project_full(x, term.weight.to(x.dtype) * gain,
+                                       None if term.bias is None else term.bias.to(x.dtype) * gain)
                 scale = coeffs[index, term.adapter].to(d.dtype)
                 d = d * scale.view(rows, *([1] * (d.dim() - 1)))
                 u = 1.0 if uncond is None else uncond[term.adapter]
@@ -314,18 +324,20 @@ class FusedLayer(nn.Module):
                 total = total + d
         return total
 
-    def _project_full(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def _project_full(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         if self.is_conv:
             stride, padding, dilation = self._conv_args
-            return F.conv2d(x, weight, None, stride, padding, dilation)
-        return F.linear(x, weight)
+            return F.conv2d(x, weight, bias, stride, padding, dilation)
+        return F.linear(x, weight, bias)
 
     def _add_dense(self, out: torch.Tensor, x: torch.Tensor, owner: GateOwner) -> torch.Tensor:
         assert self._dense_eff is not None
-        d = self._project_full(x, self._dense_eff.to(x.dtype))
+        bias = None if self._dense_bias is None else self._dense_bias.to(x.dtype)
+        d = self._project_full(x, self._dense_eff.to(x.dtype), bias)
         rows = owner.guided_rows
         if rows and self._dense_uncond is not None and d.shape[0] == 2 * rows:
-            d[:rows] = self._project_full(x[:rows], self._dense_uncond.to(x.dtype))
+            uncond_bias = None if self._dense_bias_uncond is None else self._dense_bias_uncond.to(x.dtype)
+            d[:rows] = self._project_full(x[:rows], self._dense_uncond.to(x.dtype), uncond_bias)
         if out.requires_grad or out.dtype != d.dtype:
             return out + d
         return out.add_(d)
@@ -374,4 +386,16 @@ def _dense_sum(dense: tuple[DenseTerm, ...], gains: tuple[float, ...] | None) ->
             continue
         part = term.weight if gain == 1.0 else term.weight * gain
         total = part.clone() if total is None else total + part
+    return total
+
+
+def _bias_sum(dense: tuple[DenseTerm, ...], gains: tuple[float, ...] | None) -> torch.Tensor | None:
+    """``sum_j g_j b_j`` over the terms that update the bias (None when none does)."""
+    total: torch.Tensor | None = None
+    for index, term in enumerate(dense):
+        gain = 1.0 if gains is None else gains[index]
+        if term.bias is None or gain == 0.0:
+            continue
+        part = term.bias * gain
+        total = part if total is None else total + part
     return total

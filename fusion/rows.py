@@ -44,6 +44,12 @@ def _identity(spec: AdapterSpec) -> tuple[object, ...]:
     return id(spec.adapter), spec.role, blocks, schedule
 
 
+def batchable(per_row: Sequence[Sequence[AdapterSpec]]) -> bool:
+    """Whether these rows can share a pass: no adapter updates a norm layer (those edits are not per row)."""
+    return not any(getattr(module, "is_norm", False) for specs in per_row for spec in specs
+                   for module in spec.adapter.modules.values())
+
+
 def row_plan(per_row: Sequence[Sequence[AdapterSpec]]) -> RowPlan:
     """The union of the rows' adapter sets and the coefficient matrices (see the module docstring)."""
     entries: list[AdapterSpec] = []

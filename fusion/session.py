@@ -39,9 +39,30 @@ class Term:
         assert self.down is not None
         return int(self.down.shape[0])
 
-    def delta(self) -> torch.Tensor:
-        """The dense update this term adds (for a static merge)."""
-        return self.module.delta(torch.float32) * (self.scale / self.own_scale)
+    @property
+    def is_norm(self) -> bool:
+        return bool(getattr(self.module, "is_norm", False))
+
+    def dense(self, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight update, bias update or None) at the term's scale, float32, from ``layer``'s original weight:
+        a DoRA or (IA)^3 update is a function of it (``delta_on``), a full diff may carry a bias (``diff_b``)."""
+        base = getattr(layer, "base_layer", layer)
+        if getattr(self.module, "needs_base_weight", False):
+            weight = weight_of(layer).detach().float()
+            delta = self.module.delta_on(weight, torch.float32)  # type: ignore[attr-defined]
+            bias = self.module.bias_delta_on(getattr(base, "bias", None))  # type: ignore[attr-defined]
+        else:
+            delta = self.module.delta(torch.float32)
+            bias_of = getattr(self.module, "bias_delta", None)
+            bias = bias_of(torch.float32) if bias_of is not None else None
+        scale = self.scale / self.own_scale
+        return delta * scale, (None if bias is None else bias.float() * scale)
+
+    def delta(self, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The update this term adds (for a static merge): weight and bias."""
+        if self.down is not None:  # a low-rank term's ``scale`` already holds its own scale, which delta() applies
+            return self.module.delta(torch.float32) * (self.scale / self.own_scale), None
+        return self.dense(layer)
 
 
 Plan = dict[str, list[Term]]
@@ -94,6 +115,8 @@ class FusionSession:
         self._step: list[float] | None = None
         self._layers: dict[str, injection.Site] = {}
         self._saved: list[tuple[nn.Module, torch.Tensor]] = []
+        self._saved_params: list[tuple[torch.Tensor, torch.Tensor]] = []  # (parameter, its original values)
+        self.norm_targets: set[str] = set()
         self._hooks: list[Any] = []
         self._forward_before: Any = _NO_FORWARD
 
@@ -138,6 +161,10 @@ class FusionSession:
         self.guided_rows = 0
         self.context.reset()
         try:
+            norms = {target: items for target, items in plan.items() if any(term.is_norm for term in items)}
+            plan = {target: items for target, items in plan.items() if target not in norms}
+            self._edit_norms(norms)
+            self.norm_targets = set(norms)
             if self.method.static:
                 self._merge(plan)
             else:
@@ -159,10 +186,36 @@ class FusionSession:
         for target, items in plan.items():
             component, path = split_target(target)
             module = self.components[component].get_submodule(path)
-            # a low-rank term's ``scale`` already holds its own scale, which delta() also applies
-            delta = sum(term.delta() for term in items)
+            parts = [term.delta(module) for term in items]  # every part from the original weight, then one add
+            delta = sum(weight for weight, _ in parts)
             assert isinstance(delta, torch.Tensor)
+            biases = [bias for _, bias in parts if bias is not None]
             self._saved.append((module, injection.merge_weight(module, delta)))
+            if biases:
+                self._edit_bias(module, sum(biases))  # type: ignore[arg-type]
+
+    def _edit_bias(self, module: nn.Module, delta: torch.Tensor) -> None:
+        bias = getattr(getattr(module, "base_layer", module), "bias", None)
+        if not isinstance(bias, torch.Tensor):
+            raise IncompatibleAdapterError("an adapter updates the bias of a layer that has none")
+        self._saved_params.append((bias, bias.detach().clone()))
+        with torch.no_grad():
+            bias.add_(delta.to(device=bias.device, dtype=bias.dtype))
+
+    def _edit_norms(self, norms: dict[str, list[Term]]) -> None:
+        """Norm updates go into the norm layers' own weight and bias for the session (restored exactly on
+        detach); they act at the adapter's static weight, not under per-step gates."""
+        for target, items in norms.items():
+            component, path = split_target(target)
+            layer = self.components[component].get_submodule(path)
+            weight = weight_of(layer)
+            self._saved_params.append((weight, weight.detach().clone()))
+            with torch.no_grad():
+                for term in items:
+                    weight.add_((term.module.delta(torch.float32) * term.scale).to(weight.device, weight.dtype))
+            biases = [(term.module.bias_delta(torch.float32), term.scale) for term in items]  # type: ignore[attr-defined]
+            if any(bias is not None for bias, _ in biases):
+                self._edit_bias(layer, sum(bias * scale for bias, scale in biases if bias is not None))  # type: ignore[arg-type]
 
     def _wrap(self, plan: Plan) -> None:
         for target, items in plan.items():
@@ -172,7 +225,7 @@ class FusionSession:
             weight = site.wrapper.weight
             device, dtype = weight.device, weight.dtype
             low = [term for term in items if term.down is not None]
-            dense = tuple(DenseTerm(term.adapter, (term.module.delta(torch.float32) * term.scale).to(device, dtype))
+            dense = tuple(_dense_term(term, model.get_submodule(path), device, dtype)
                           for term in items if term.down is None)
             slots, start = [], 0
             for term in low:
@@ -229,6 +282,11 @@ class FusionSession:
         for module, saved in reversed(self._saved):
             injection.restore_weight(module, saved)
         self._saved.clear()
+        with torch.no_grad():
+            for parameter, original in reversed(self._saved_params):
+                parameter.copy_(original)
+        self._saved_params.clear()
+        self.norm_targets = set()
         for model in self.components.values():
             injection.release(model, self)
         self.attached = False
@@ -243,10 +301,13 @@ class FusionSession:
     ) -> FusionSession:
         """Compose another set of adapters (and, if given, another method), reusing the wrappers.
 
-        The new set is checked first; if it is refused, the current one stays attached.
+        The new set is checked first; if it is refused, the current one stays attached (a static merge is
+        taken out first, so that the new set is planned against the original weights).
         """
         specs = as_specs(adapters)
         previous = self.method
+        if previous.static and self.attached:  # the weights hold the merge: plan against the original base
+            self.detach()
         if method is not None:
             self.method = method
         try:
@@ -293,6 +354,8 @@ class FusionSession:
         :mod:`fusion.rows`); the stacked factors then carry no weight of their own."""
         if not self.method.batches:
             raise ValueError(f"fusion method {self.method.name!r} cannot give the rows of a batch their own adapters")
+        if self.norm_targets:
+            raise ValueError("norm-layer updates are written into the norm layers, the same for every row")
         count = len(self.entries)
         for name, matrix in (("unet", unet), ("text", text)):
             if matrix.dim() != 2 or matrix.shape[1] != count or not bool(torch.isfinite(matrix).all()):
@@ -406,6 +469,11 @@ class FusionSession:
         return f"{self.method.name}[{', '.join(parts)}]"
 
 
+def _dense_term(term: Term, layer: nn.Module, device: torch.device, dtype: torch.dtype) -> DenseTerm:
+    weight, bias = term.dense(layer)
+    return DenseTerm(term.adapter, weight.to(device, dtype), None if bias is None else bias.to(device, dtype))
+
+
 def _scaled(start: float, gains: tuple[float, ...]) -> float:
     for gain in gains:  # in this order, so a LoRA's scale is computed as it always was (bit for bit)
         start *= gain
@@ -416,11 +484,16 @@ def _term(name: str, target: str, index: int, module: AdapterModule, gains: tupl
           weight: torch.Tensor) -> Term | None:
     """How the session carries ``module`` (None: it does not act, its gain is 0)."""
     factors = module.factors()
-    if factors is None:  # a dense term D x (LyCORIS full/diff, a LoHa/LoKr of high exact rank)
+    if factors is None:  # a dense term D x (LyCORIS full/diff, a LoHa/LoKr of high exact rank, DoRA, (IA)^3)
         gain = _scaled(1.0, gains)
         if gain == 0.0:
             return None
-        if tuple(module.weight_shape) != tuple(weight.shape):
+        if getattr(module, "needs_base_weight", False):
+            try:
+                module.check_base(weight)  # type: ignore[attr-defined]
+            except ValueError as error:
+                raise IncompatibleAdapterError(f"{name}: {target}: {error}") from None
+        elif tuple(module.weight_shape) != tuple(weight.shape):
             raise IncompatibleAdapterError(f"{name}: {module.family} delta at {target} is {list(module.weight_shape)}, "
                                            f"the base weight is {list(weight.shape)}")
         return Term(index, module, None, None, gain)

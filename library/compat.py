@@ -48,7 +48,7 @@ def _check_module(name: str, target: str, module: nn.Module, lora: AdapterModule
     shape = _weight_shape(module)
     if shape is None:
         raise IncompatibleAdapterError(f"{name}: module {target} has no weight to adapt")
-    if isinstance(lora, OnBaseModule) and not lora.weight_shape[1:]:
+    if isinstance(lora, OnBaseModule) and 0 in lora.weight_shape[:2]:
         try:  # an (IA)3 vector knows one axis only
             lora.check_base(torch.empty(shape, device="meta"))
         except ValueError as error:

@@ -118,8 +118,9 @@ def generate(
         if shared is not None:
             return job.run(shared, fusion, fusion_options)
         from fusion.methods import make_method
+        from fusion.rows import batchable
 
-        if make_method(fusion, **(fusion_options or {})).batches:
+        if make_method(fusion, **(fusion_options or {})).batches and batchable(per_row):
             return job.run_rows(per_row, fusion, fusion_options)
         return job.run_groups(per_row, fusion, fusion_options)
     finally:

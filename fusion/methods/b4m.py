@@ -127,6 +127,10 @@ class B4MMethod(FusionMethod):
         for target in sorted(set(content) & set(style)):
             content_lora = _low_rank(specs[c].name, target, content[target])
             style_lora = style[target].as_lora()
+            if getattr(style[target], "needs_base_weight", False):
+                raise ValueError(f"b4m: {specs[s].name} has a {style[target].family} update at {target}, which "
+                                 "depends on the base weight; Break-for-Make projects a fixed update (use merge or "
+                                 "gated for it)")
             if style_lora is None:  # a dense style update: project its output columns off the content subspace
                 new_style[target] = project_dense_off(style[target], content_lora)
             else:

@@ -25,14 +25,20 @@ from fusion.context import StepContext
 from fusion.layer import FusedLayer
 from fusion.methods.base import FusionMethod, one_content_one_style
 from fusion.spec import AdapterSpec
-from library.lora import LoraModule
+from library.lora import AdapterModule
 
 ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
-def magnitudes(module: LoraModule, k: int) -> tuple[float, float]:
-    """(sum of the ``k`` largest |entries|, sum of all |entries|) of the dense update (alpha / r in)."""
-    values = module.delta(torch.float32).abs().flatten()
+def magnitudes(module: AdapterModule, k: int, base_weight: torch.Tensor | None = None) -> tuple[float, float]:
+    """(sum of the ``k`` largest |entries|, sum of all |entries|) of the dense update (alpha / r in); a DoRA or
+    (IA)^3 update is taken on ``base_weight``, the layer's weight."""
+    if getattr(module, "needs_base_weight", False):
+        assert base_weight is not None
+        delta = module.delta_on(base_weight.detach().float(), torch.float32)  # type: ignore[attr-defined]
+    else:
+        delta = module.delta(torch.float32)
+    values = delta.abs().flatten()
     return float(values.topk(min(k, values.numel())).values.sum()), float(values.sum())
 
 
@@ -76,7 +82,10 @@ class KLoraMethod(FusionMethod):
             if not target.startswith("unet.") or not target.endswith(tuple("." + p for p in ATTENTION_PROJECTIONS)):
                 continue
             c, s = content_modules[target], style_modules[target]
-            (content_top, content_total), (style_top, style_total) = (magnitudes(m, c.rank * s.rank) for m in (c, s))
+            component, _, path = target.partition(".")
+            weight = components[component].get_submodule(path).weight if component in components else None
+            (content_top, content_total), (style_top, style_total) = (magnitudes(m, c.rank * s.rank, weight)
+                                                                      for m in (c, s))
             scores[target] = (content_top, style_top)
             if style_total > 0:
                 ratios.append(content_total / style_total)
