@@ -273,40 +273,80 @@ class FusedLayer(nn.Module):
             outputs.append(out)
         return outputs
 
-    def _row_multipliers(self, owner: GateOwner, rows: int) -> torch.Tensor | None:
-        """``[rows, kept ranks]``: each row's coefficient of the adapter owning each kept rank slot."""
+    def _row_segments(self, owner: GateOwner, rows: int) -> list[tuple[int, int, torch.Tensor, torch.Tensor]]:
+        """Per kept rank slot: (start, stop) in the effective stack, the rows that use its adapter, and each such
+        row's multiplier (its coefficient, times the adapter's unconditional gain on the unconditional rows)."""
         assert owner.row_coeffs is not None
-        key = (owner.row_version, owner.gate_version, rows)
+        key = (owner.row_version, owner.gate_version, rows, owner.guided_rows)
         if self._row_cache is not None and self._row_cache[0] == key:
-            return self._row_cache[1]
+            return self._row_cache[1]  # type: ignore[return-value]
         coeffs = owner.row_coeffs["unet" if self.target.startswith("unet.") else "text"]
         if rows % coeffs.shape[0]:
             raise RuntimeError(f"{self.target}: a batch of {rows} rows for {coeffs.shape[0]} requests")
-        multipliers = None
-        if self.slots and self._down_eff is not None:
-            slots = [self.slots[i] for i in self._kept_slots]
-            columns = torch.tensor([slot.adapter for slot in slots], device=coeffs.device)
-            ranks = torch.tensor([slot.stop - slot.start for slot in slots], device=coeffs.device)
-            per_rank = coeffs[:, columns].repeat_interleave(ranks, dim=1)
-            multipliers = per_rank[torch.arange(rows, device=coeffs.device) % coeffs.shape[0]]
-        self.__dict__["_row_cache"] = (key, multipliers)
-        return multipliers
+        requests = torch.arange(rows, device=coeffs.device) % coeffs.shape[0]
+        guided = owner.guided_rows if rows == 2 * owner.guided_rows else 0
+        uncond = owner.uncond_gains
+        segments: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
+        start = 0
+        for index in self._kept_slots:
+            slot = self.slots[index]
+            stop = start + slot.stop - slot.start
+            weights = coeffs[requests, slot.adapter]
+            if guided and uncond is not None and uncond[slot.adapter] != 1.0:
+                weights = weights.clone()
+                weights[:guided] *= uncond[slot.adapter]
+            used = torch.nonzero(weights, as_tuple=True)[0]
+            if used.numel():
+                segments.append((start, stop, used, weights[used]))
+            start = stop
+        self.__dict__["_row_cache"] = (key, segments)
+        return segments
+
+    def _row_stack(self, owner: GateOwner, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row, its own adapters' factors gathered (BGMV-style): down ``[rows, R, in]`` and up ``[rows, out, R]``
+        with the row's coefficients (and unconditional gains) folded into up, padded with zeros to the largest
+        row's rank R. One batched product then costs each row its own rank, not the union's."""
+        key = ("stack", owner.row_version, owner.gate_version, rows, owner.guided_rows)
+        if self._row_cache is not None and self._row_cache[0] == key:
+            return self._row_cache[1]  # type: ignore[return-value]
+        assert self._down_eff is not None and self._up_eff is not None
+        segments = self._row_segments(owner, rows)
+        per_row: list[list[tuple[int, int, float]]] = [[] for _ in range(rows)]
+        for start, stop, used, weights in segments:
+            for row, weight in zip(used.tolist(), weights.tolist(), strict=True):
+                per_row[row].append((start, stop, weight))
+        width = max((sum(stop - start for start, stop, _ in row) for row in per_row), default=0) or 1
+        down, up = self._down_eff, self._up_eff
+        downs = down.new_zeros(rows, width, down.shape[1])
+        ups = up.new_zeros(rows, up.shape[0], width)
+        for row, parts in enumerate(per_row):
+            offset = 0
+            for start, stop, weight in parts:
+                size = stop - start
+                downs[row, offset : offset + size] = down[start:stop]
+                ups[row, :, offset : offset + size] = up[:, start:stop] * weight
+                offset += size
+        self.__dict__["_row_cache"] = (key, (downs, ups))
+        return downs, ups
 
     def _forward_rows(self, out: torch.Tensor, x: torch.Tensor, owner: GateOwner) -> torch.Tensor:
-        """A heterogeneous batch: every row with its own adapter coefficients (:mod:`fusion.rows`)."""
+        """A heterogeneous batch (:mod:`fusion.rows`): each adapter's factors act on the rows that use it, at each
+        row's coefficient, so a row costs what its own adapters cost (not the whole union's rank)."""
         assert owner.row_coeffs is not None
         rows = x.shape[0]
-        total = out
-        if self._down_eff is not None:
-            multipliers = self._row_multipliers(owner, rows)
-            assert multipliers is not None
+        total = out if not out.requires_grad and out.is_contiguous() else out.clone()
+        if self._down_eff is not None and not self.is_conv:
+            downs, ups = self._row_stack(owner, rows)
+            flat = x.reshape(rows, -1, x.shape[-1])
+            h = torch.bmm(flat, downs.transpose(1, 2).to(x.dtype))
+            total = total + torch.bmm(h, ups.transpose(1, 2).to(x.dtype)).reshape(out.shape)
+        elif self._down_eff is not None:
             down, up = self._cast(x)
-            h = self._project_down(x, down)
-            shape = (rows, -1, 1, 1) if self.is_conv else (rows, *([1] * (h.dim() - 2)), -1)
-            h = h * multipliers.view(shape).to(h.dtype)
-            if owner.guided_rows:
-                h = self._guide(h, owner)
-            total = total + self._project_up(h, up)
+            for start, stop, used, weights in self._row_segments(owner, rows):
+                part = x.index_select(0, used)
+                h = self._project_down(part, down[start:stop])
+                h.mul_(weights.to(h.dtype).view(-1, *([1] * (h.dim() - 1))))
+                total.index_add_(0, used, self._project_up(h, up[:, start:stop]))
         if self.dense:
             coeffs = owner.row_coeffs["unet" if self.target.startswith("unet.") else "text"]
             index = torch.arange(rows, device=coeffs.device) % coeffs.shape[0]
