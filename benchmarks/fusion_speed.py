@@ -4,7 +4,8 @@ On a UNet with the real SD1.5 configuration (random weights, CPU, 32x32 latent, 
 on the toy-architecture UNet, with three LoRAs (ranks 8, 16, 32 on to_q/to_k/to_v/to_out.0):
 
 * time per denoising step (one UNet call at a new timestep): the base, Medley's merge
-  (dynamic and static), gated (schedule; and the trained gate, with a randomly initialised
+  (dynamic and static; and with the three adapters as LoHas of rank 4 x 4, stacked exactly at rank 16,
+  and as LoKrs of full factors, whose exact rank is too high to stack: dense terms), gated (schedule; and the trained gate, with a randomly initialised
   gate of the same shape when none is trained for that UNet), switch and K-LoRA, and
   diffusers' PEFT path (load_lora_weights + set_adapters, unfused and fused). Configurations
   are interleaved with base runs in every repeat, and each ratio is the median over repeats
@@ -90,6 +91,15 @@ class Model:
             for i, (a, w, r) in enumerate(zip(self.loras, WEIGHTS, ROLES, strict=True))
         ]
         self.gate, self.gate_note = self._gate()
+        self._families: dict[str, list[AdapterSpec]] = {"lora": self.specs}
+
+    def family_specs(self, family: str) -> list[AdapterSpec]:
+        """The three adapters as plain LoRAs, as LoHas (exact stacked factors) or as dense LoKr terms."""
+        if family not in self._families:
+            self._families[family] = [
+                AdapterSpec(spec.name, loha_of(spec.adapter, 4, 50 + i, dense=family == "lokr_dense"), spec.weight,
+                            role=spec.role) for i, spec in enumerate(self.specs)]
+        return self._families[family]
 
     def _gate(self) -> tuple[FusionGate, str]:
         try:
@@ -119,16 +129,39 @@ def time_steps(model: Model, steps: int) -> float:
     return (CLOCK() - started) / steps
 
 
-def medley_runner(method: str, **options: Any) -> Callable[[Model, int], float]:
+def medley_runner(method: str, family: str = "lora", **options: Any) -> Callable[[Model, int], float]:
     def run(model: Model, steps: int) -> float:
         if options.get("gate") == "model":
             options_now = {**options, "gate": model.gate}
         else:
             options_now = options
-        with compose(model.unet, model.specs, method, **options_now):
+        with compose(model.unet, model.family_specs(family), method, **options_now):
             return time_steps(model, steps)
 
     return run
+
+
+def loha_of(lora: LoraAdapter, rank: int, seed: int, dense: bool) -> LoraAdapter:
+    """A LoHa on the same modules: rank x rank Hadamard factors (stacked exactly at rank^2), or, with ``dense``,
+    a LoKr of full small factors whose exact rank is too high to stack (a dense term)."""
+    from library.families.loha import LohaModule
+    from library.families.lokr import LokrModule
+
+    generator = torch.Generator().manual_seed(seed)
+    modules: dict[str, Any] = {}
+    for target, module in lora.modules.items():
+        out, inp = module.out_features, module.in_features
+        if dense:
+            a = next(d for d in (4, 8, 2, 1) if out % d == 0 and inp % d == 0)
+            modules[target] = LokrModule(alpha=1.0, shape=(out, inp),
+                                         w1=torch.randn(a, a, generator=generator) * 0.05,
+                                         w2=torch.randn(out // a, inp // a, generator=generator) * 0.05)
+        else:
+            modules[target] = LohaModule(
+                w1a=torch.randn(out, rank, generator=generator) * 0.1, w1b=torch.randn(rank, inp, generator=generator),
+                w2a=torch.randn(out, rank, generator=generator) * 0.1, w2b=torch.randn(rank, inp, generator=generator),
+                alpha=float(rank), shape=(out, inp))
+    return LoraAdapter(modules, source_format="lycoris")
 
 
 def diffusers_runner(fused: bool) -> Callable[[Model, int], float]:
@@ -158,6 +191,8 @@ CONFIGS: dict[str, Callable[[Model, int], float]] = {
     "gated_trained": medley_runner("gated", gate="model"),
     "switch": medley_runner("switch"),
     "klora": medley_runner("klora"),
+    "merge_loha": medley_runner("merge", family="loha"),
+    "merge_lokr_dense": medley_runner("merge", family="lokr_dense"),
     "diffusers_unfused": diffusers_runner(fused=False),
     "diffusers_fused": diffusers_runner(fused=True),
 }
@@ -399,6 +434,8 @@ def main() -> None:
         "merge_static_over_base": round(main_model["times"]["merge_static"][1], 4),
         "switch_over_base": round(main_model["times"]["switch"][1], 4),
         "klora_over_base": round(main_model["times"]["klora"][1], 4),
+        "merge_loha_over_base": round(main_model["times"]["merge_loha"][1], 4),
+        "merge_lokr_dense_over_base": round(main_model["times"]["merge_lokr_dense"][1], 4),
         "diffusers_unfused_over_base": round(main_model["times"]["diffusers_unfused"][1], 4),
         "diffusers_fused_over_base": round(main_model["times"]["diffusers_fused"][1], 4),
         "switch_ms_sd15": round(results["sd15"]["swaps"]["medley"], 2) if "sd15" in results else None,
