@@ -5,8 +5,9 @@ on the toy-architecture UNet, with three LoRAs (ranks 8, 16, 32 on to_q/to_k/to_
 
 * time per denoising step (one UNet call at a new timestep): the base, Medley's merge
   (dynamic and static; and with the three adapters as LoHas of rank 4 x 4, stacked exactly at rank 16,
-  and as LoKrs of full factors, whose exact rank is too high to stack: dense terms), gated (schedule; and the trained gate, with a randomly initialised
-  gate of the same shape when none is trained for that UNet), switch and K-LoRA, and
+  and as LoKrs of full factors, whose exact rank is too high to stack: dense terms), gated
+  (schedule; and the trained gate, with a randomly initialised gate of the same shape when none
+  is trained for that UNet), switch and K-LoRA, and
   diffusers' PEFT path (load_lora_weights + set_adapters, unfused and fused). Configurations
   are interleaved with base runs in every repeat, and each ratio is the median over repeats
   of the configuration against the base runs just before and after it;
