@@ -89,7 +89,7 @@ def test_a_command_builds_only_its_own_parser() -> None:
     assert list(commands.choices) == ["library"]
     full = cli.build_parser()
     names = next(a for a in full._actions if hasattr(a, "choices") and isinstance(a.choices, dict)).choices
-    assert set(names) == {name for name, _, _ in cli.COMMANDS}
+    assert set(names) == {name for name, *_ in cli.COMMANDS}
 
 
 def test_generate_prints_only_its_own_line_and_verbose_shows_the_rest(tmp_path: Path) -> None:
