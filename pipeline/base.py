@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
+from library.quiet import known_warnings_muted
 from library.vocabulary import APPLICABLE_BASES, CROSS_ATTENTION_BASES
 from pipeline.attention import configure_attention
 from pipeline.fusion_host import FusionHost
@@ -103,7 +104,8 @@ def load_base(
         index = json.loads((path / "model_index.json").read_text())
         cls = StableDiffusionXLPipeline if "XL" in str(index.get("_class_name", "")) else StableDiffusionPipeline
         try:
-            pipe = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True, safety_checker=None)
+            with known_warnings_muted():  # torch_dtype=: what every diffusers >= 0.32 accepts; newer ones warn
+                pipe = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True, safety_checker=None)
         except Exception as error:  # noqa: BLE001 - re-raised with the reason a user can act on
             raise BaseModelError(f"could not load the diffusers folder {path}: {error}") from error
         return _finish(pipe, path.name, _family_of(pipe), path, target, attention)
@@ -117,7 +119,8 @@ def load_base(
             raise BaseModelError(f"no such checkpoint file: {path}")
         cls = StableDiffusionXLPipeline if _is_sdxl_checkpoint(path) else StableDiffusionPipeline
         try:
-            pipe = cls.from_single_file(str(path), torch_dtype=dtype, local_files_only=True)
+            with known_warnings_muted():  # torch_dtype=: what every diffusers >= 0.32 accepts; newer ones warn
+                pipe = cls.from_single_file(str(path), torch_dtype=dtype, local_files_only=True)
         except Exception as error:  # noqa: BLE001
             raise BaseModelError(
                 f"could not load the single-file checkpoint {path}: {error}. Single files need their "
@@ -126,7 +129,8 @@ def load_base(
         return _finish(pipe, path.stem, _family_of(pipe), path, target, attention)
     if _HUB_ID.match(str(spec)) and not path.exists():
         try:
-            pipe = DiffusionPipeline.from_pretrained(str(spec), torch_dtype=dtype, local_files_only=True)
+            with known_warnings_muted():  # torch_dtype=: what every diffusers >= 0.32 accepts; newer ones warn
+                pipe = DiffusionPipeline.from_pretrained(str(spec), torch_dtype=dtype, local_files_only=True)
         except Exception as error:  # noqa: BLE001
             raise BaseModelError(
                 f"hub id {spec!r} is not in the local cache and Medley does not download models; "
