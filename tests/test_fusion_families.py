@@ -2,12 +2,15 @@
 full diff, DoRA, (IA)^3, norm) composed by Medley equal the trainer's own forward, and every method takes them."""
 
 import pytest
+import test_adapter_families as families  # the trainer-built cases and their toy model, shared
 import torch
-from test_adapter_families import LYCORIS_CASES, _outputs, _randomise, toy  # noqa: F401  (toy: a fixture)
 
 from fusion import AdapterSpec, compose
 from fusion.testing import random_lora
 from library.formats import read_adapter
+
+LYCORIS_CASES, _outputs, _randomise = families.LYCORIS_CASES, families._outputs, families._randomise
+toy = families.toy  # the module's fixture, used here too
 
 METHODS = [("merge", {}), ("merge", {"static": True}), ("switch", {}), ("composite", {}), ("klora", {}),
            ("gated", {}), ("orthogonal", {"p": [0.5, 0.5], "seed": 0}), ("b4m", {})]

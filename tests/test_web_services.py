@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
 from app.web.adapter_table import HEADERS, manual_rows, rows_from_table, table_from_rows
@@ -54,8 +52,9 @@ def test_serve_warns_on_an_open_host_without_auth(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(services.MedleyServices, "base", property(lambda self: FakeBase()))
     monkeypatch.setattr(web_app, "launch", lambda svc, options: (None, f"http://{options.host}:{options.port}/"))
     monkeypatch.setattr(serve, "wait_forever", lambda: None)
-    args = argparse.Namespace(host="0.0.0.0", port=7861, auth=None, base=None, library=None, device=None,
-                              concurrency=1)
+    from app.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--host", "0.0.0.0", "--port", "7861"])  # every flag's default
     assert serve._run_serve(args) == 0
     out, err = capsys.readouterr()
     assert "without --auth" in err

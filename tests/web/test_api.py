@@ -71,7 +71,7 @@ def test_generate_with_manual_table_rows(client) -> None:  # type: ignore[no-unt
 def test_generate_says_which_words_the_base_cannot_draw(client) -> None:  # type: ignore[no-untyped-def]
     *_, notes = client.predict(prompt="a white heart on a black background", steps=1, api_name="/generate")
     assert "'white' as a shape colour (it knows red, orange" in notes
-    assert "'heart' as a shape" in notes and "toy-heart (trigger hartok)" in notes  # the adapter that adds it
+    assert "'heart' as a shape" in notes and "heart (trigger hartok)" in notes  # the adapter that adds it
     assert "'black'" not in notes  # a background colour it knows
 
 
@@ -127,7 +127,7 @@ def test_concurrent_generates_match_solo_renders(server, client) -> None:  # typ
                 for i, prompt in enumerate(prompts)]
         results = [job.result(timeout=600) for job in jobs]
     heart = AdapterSpec("heart", services.catalog.load_adapter("heart"), weight=0.6, role="content")
-    for i, (prompt, (gallery, provenance, final_prompt, _)) in enumerate(zip(prompts, results, strict=True)):
+    for i, (prompt, (gallery, provenance, final_prompt, *_)) in enumerate(zip(prompts, results, strict=True)):
         assert provenance[0]["seed"] == 100 + i
         adapters = [heart] if "<lora:" in prompt else []
         solo = generate(services.base, final_prompt, seed=100 + i, steps=2, adapters=adapters).images[0]
