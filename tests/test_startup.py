@@ -50,13 +50,18 @@ def test_preload_leaves_failures_to_the_command() -> None:
     assert "library.quiet" in sys.modules and "no_such_module_for_medley" not in sys.modules
 
 
-def test_sleeping_threads_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bounded_spinning_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     startup.prefer_sleeping_threads()
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert os.environ["GOMP_SPINCOUNT"] == startup.SPIN_COUNT and "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.setenv("GOMP_SPINCOUNT", "5")
     startup.prefer_sleeping_threads()
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert os.environ["GOMP_SPINCOUNT"] == "5"
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    startup.prefer_sleeping_threads()
+    assert "GOMP_SPINCOUNT" not in os.environ and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
 def test_main_with_argv_leaves_the_process_alone(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
