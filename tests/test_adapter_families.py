@@ -142,12 +142,13 @@ def _targets_by_lycoris_name(path: Path) -> dict[str, str]:
     return {prefixes[m.component or "unet"] + m.name: target for target, m in plan_file(path).modules.items()}
 
 
-@pytest.mark.parametrize("case", sorted(LYCORIS_CASES))
-def test_lycoris_family_matches_its_trainer(toy, tmp_path, case):
+def trainer_file(toy, case: str, path: Path):  # type: ignore[no-untyped-def]
+    """Train-shaped LyCORIS weights of ``case`` written by the trainer's own network to ``path``: returns
+    {lora name: (its delta, its module)}, {lora name: original weight} and the outputs with it applied."""
     from lycoris.kohya import create_network
 
     unet, encoder, inputs, preset = toy
-    algo, options, parameters, family = LYCORIS_CASES[case]
+    algo, options, _, _ = LYCORIS_CASES[case]
     network = create_network(1.0, 4, 2.0, None, encoder, unet, algo=algo, conv_dim=4, conv_alpha=1.0,
                              preset=str(preset), warn_on_unmatched=False, **options)
     _randomise(network.loras, seed=len(case))
@@ -157,11 +158,19 @@ def test_lycoris_family_matches_its_trainer(toy, tmp_path, case):
         originals = {name: lora.org_module[0].weight.detach().clone() if type(lora).__name__ != "FullModule"
                      else lora.org_weight.clone() for name, (_, lora) in expected.items()}
         reference = _outputs(unet, encoder, inputs)
-        path = tmp_path / f"{case}.safetensors"
         network.save_weights(str(path), torch.float32, {"ss_network_module": "lycoris.kohya"})
     finally:
         for lora in network.loras:
             lora.restore()
+    return expected, originals, reference
+
+
+@pytest.mark.parametrize("case", sorted(LYCORIS_CASES))
+def test_lycoris_family_matches_its_trainer(toy, tmp_path, case):
+    unet, encoder, inputs, _ = toy
+    _, _, parameters, family = LYCORIS_CASES[case]
+    path = tmp_path / f"{case}.safetensors"
+    expected, originals, reference = trainer_file(toy, case, path)
     with safe_open(str(path), "pt") as handle:
         suffixes = {key.split(".", 1)[1] for key in handle.keys()}
     assert parameters <= suffixes, f"{case}: the trainer wrote {sorted(suffixes)}"

@@ -9,7 +9,7 @@ from fusion import AdapterSpec, compose
 from fusion.testing import random_lora
 from library.formats import read_adapter
 
-LYCORIS_CASES, _outputs, _randomise = families.LYCORIS_CASES, families._outputs, families._randomise
+LYCORIS_CASES, _outputs = families.LYCORIS_CASES, families._outputs
 toy = families.toy  # the module's fixture, used here too
 
 METHODS = [("merge", {}), ("merge", {"static": True}), ("switch", {}), ("composite", {}), ("klora", {}),
@@ -19,23 +19,11 @@ METHODS = [("merge", {}), ("merge", {"static": True}), ("switch", {}), ("composi
 @pytest.fixture(scope="module")
 def built(toy, tmp_path_factory):
     """{case: (adapter as Medley reads the trainer's file, the trainer's own outputs)}."""
-    from lycoris.kohya import create_network
-
-    unet, encoder, inputs, preset = toy
     folder = tmp_path_factory.mktemp("families")
     out = {}
-    for case, (algo, options, _, _) in sorted(LYCORIS_CASES.items()):
-        network = create_network(1.0, 4, 2.0, None, encoder, unet, algo=algo, conv_dim=4, conv_alpha=1.0,
-                                 preset=str(preset), warn_on_unmatched=False, **options)
-        _randomise(network.loras, seed=len(case))
-        network.apply_to(encoder, unet, True, True)
-        try:
-            reference = _outputs(unet, encoder, inputs)
-            path = folder / f"{case}.safetensors"
-            network.save_weights(str(path), torch.float32, {"ss_network_module": "lycoris.kohya"})
-        finally:
-            for lora in network.loras:
-                lora.restore()
+    for case in sorted(LYCORIS_CASES):
+        path = folder / f"{case}.safetensors"
+        _, _, reference = families.trainer_file(toy, case, path)
         out[case] = (read_adapter(path), reference)
     return out
 
