@@ -139,7 +139,7 @@ class FusionSession:
                 gains = (spec.component_weight(component), blocks.multiplier(spec.block_weights, component, path),
                          self.method.static_gain(index, spec, component, path))
                 term = _term(spec.name, target, index, module, gains,
-                             weight_of(self.components[component].get_submodule(path)))
+                             lambda c=component, p=path: weight_of(self.components[c].get_submodule(p)))
                 if term is not None:
                     plan.setdefault(target, []).append(term)
         return entries, plan
@@ -481,13 +481,15 @@ def _scaled(start: float, gains: tuple[float, ...]) -> float:
 
 
 def _term(name: str, target: str, index: int, module: AdapterModule, gains: tuple[float, ...],
-          weight: torch.Tensor) -> Term | None:
-    """How the session carries ``module`` (None: it does not act, its gain is 0)."""
+          weight_of_layer: Callable[[], torch.Tensor]) -> Term | None:
+    """How the session carries ``module`` (None: it does not act, its gain is 0). The layer's weight is looked
+    up only where a check needs it (a dense term, a conv LoRA): a swap of plain LoRAs walks no module path."""
     factors = module.factors()
     if factors is None:  # a dense term D x (LyCORIS full/diff, a LoHa/LoKr of high exact rank, DoRA, (IA)^3)
         gain = _scaled(1.0, gains)
         if gain == 0.0:
             return None
+        weight = weight_of_layer()
         if getattr(module, "needs_base_weight", False):
             try:
                 module.check_base(weight)  # type: ignore[attr-defined]
@@ -501,9 +503,9 @@ def _term(name: str, target: str, index: int, module: AdapterModule, gains: tupl
     scale = _scaled(own, gains)
     if scale == 0.0:
         return None
-    if down.dim() == 4 and (up.shape[2:] != (1, 1) or down.shape[2:] != weight.shape[2:]):
+    if down.dim() == 4 and (up.shape[2:] != (1, 1) or down.shape[2:] != weight_of_layer().shape[2:]):
         raise IncompatibleAdapterError(
-            f"{name}: conv LoRA at {target} needs a {tuple(weight.shape[2:])} down kernel "
+            f"{name}: conv LoRA at {target} needs a {tuple(weight_of_layer().shape[2:])} down kernel "
             f"and a 1x1 up kernel, got {tuple(down.shape[2:])} and {tuple(up.shape[2:])}"
         )
     return Term(index, module, down, up, scale, own)
