@@ -48,6 +48,38 @@ def stacks_exactly(rank: int, out_features: int, in_flat: int) -> bool:
     return 0 < 2 * rank <= min(out_features, in_flat)
 
 
+class ExactFactorModule(AdapterModule):
+    """A module with an exact factorisation of known rank (LoHa: r1 * r2, LoKr: rank1 * rank2) over the weight
+    ``shape`` it updates: it stacks as factors when :func:`stacks_exactly` allows that rank, else it is a
+    dense term; the shape gives its sizes."""
+
+    shape: tuple[int, ...]
+
+    @property
+    def exact_rank(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def low_rank(self) -> bool:  # type: ignore[override]
+        return stacks_exactly(self.exact_rank, *matrix(self.shape))
+
+    @property
+    def rank(self) -> int:
+        return self.exact_rank if self.low_rank else min(matrix(self.shape))
+
+    @property
+    def out_features(self) -> int:
+        return self.shape[0]
+
+    @property
+    def in_features(self) -> int:
+        return self.shape[1]
+
+    @property
+    def kernel(self) -> tuple[int, int] | None:
+        return (self.shape[2], self.shape[3]) if len(self.shape) == 4 else None
+
+
 def shape_of(entries: Mapping[str, object], name: str) -> tuple[int, ...]:
     entry = entries[name]
     return tuple(entry.shape)  # type: ignore[attr-defined]

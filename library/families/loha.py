@@ -21,13 +21,12 @@ import torch
 
 from library.errors import AdapterFileError
 from library.families.base import (
+    ExactFactorModule,
     Family,
     ModulePlan,
     alpha_scale,
     as_float,
-    matrix,
     shape_of,
-    stacks_exactly,
     weight_tuple,
 )
 from library.layouts.model_layout import ModuleShape
@@ -44,7 +43,7 @@ def khatri_rao(u1: torch.Tensor, v1: torch.Tensor, u2: torch.Tensor, v2: torch.T
 
 
 @dataclass(eq=False)
-class LohaModule(AdapterModule):
+class LohaModule(ExactFactorModule):
     """A LyCORIS LoHa update of one linear or conv weight (``weight_shape``), scale alpha / r."""
 
     family = "loha"
@@ -69,26 +68,6 @@ class LohaModule(AdapterModule):
     @property
     def exact_rank(self) -> int:
         return int(self.w1b.shape[0]) * int(self.w2b.shape[0])
-
-    @property
-    def low_rank(self) -> bool:  # type: ignore[override]
-        return stacks_exactly(self.exact_rank, *matrix(self.shape))
-
-    @property
-    def rank(self) -> int:
-        return self.exact_rank if self.low_rank else min(matrix(self.shape))
-
-    @property
-    def out_features(self) -> int:
-        return self.shape[0]
-
-    @property
-    def in_features(self) -> int:
-        return self.shape[1]
-
-    @property
-    def kernel(self) -> tuple[int, int] | None:
-        return (self.shape[2], self.shape[3]) if len(self.shape) == 4 else None
 
     def delta(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         from lycoris.functional.loha import diff_weight

@@ -21,13 +21,12 @@ import torch
 
 from library.errors import AdapterFileError
 from library.families.base import (
+    ExactFactorModule,
     Family,
     ModulePlan,
     alpha_scale,
     as_float,
-    matrix,
     shape_of,
-    stacks_exactly,
     weight_tuple,
 )
 from library.layouts.model_layout import ModuleShape
@@ -47,7 +46,7 @@ def _split_full(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @dataclass(eq=False)
-class LokrModule(AdapterModule):
+class LokrModule(ExactFactorModule):
     """A LyCORIS LoKr update of one linear or conv weight (``shape``)."""
 
     family = "lokr"
@@ -91,26 +90,6 @@ class LokrModule(AdapterModule):
     def exact_rank(self) -> int:
         first, second = self._side_ranks()
         return first * second
-
-    @property
-    def low_rank(self) -> bool:  # type: ignore[override]
-        return stacks_exactly(self.exact_rank, *matrix(self.shape))
-
-    @property
-    def rank(self) -> int:
-        return self.exact_rank if self.low_rank else min(matrix(self.shape))
-
-    @property
-    def out_features(self) -> int:
-        return self.shape[0]
-
-    @property
-    def in_features(self) -> int:
-        return self.shape[1]
-
-    @property
-    def kernel(self) -> tuple[int, int] | None:
-        return (self.shape[2], self.shape[3]) if len(self.shape) == 4 else None
 
     def delta(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         from lycoris.functional.lokr import kron_weight
