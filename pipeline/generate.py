@@ -196,9 +196,11 @@ class _Job:
         for index, specs in enumerate(per_row):
             groups.setdefault(_set_key(specs), []).append(index)
         images: dict[int, tuple[Image.Image, Provenance]] = {}
-        for indices in groups.values():
+        totals = [-(-len(indices) // CHUNK) * self.steps for indices in groups.values()]  # steps of each run
+        for number, indices in enumerate(groups.values()):
             part = _Job(self.base, [self.prompts[i] for i in indices], [self.seeds[i] for i in indices],
-                        self.negative_prompt, self.steps, self.guidance, self.width, self.height, None)
+                        self.negative_prompt, self.steps, self.guidance, self.width, self.height,
+                        _offset(self.on_step, sum(totals[:number]), sum(totals)))
             result = part.run(per_row[indices[0]], fusion, options)
             images.update(zip(indices, zip(result.images, result.provenance, strict=True), strict=True))
         order = sorted(images)
@@ -240,6 +242,13 @@ class _Job:
                 for i in chunk
             )
         return GenerationResult(images=images, provenance=provenance)
+
+
+def _offset(on_step: StepCallback | None, done_before: int, total: int) -> StepCallback | None:
+    """Progress of one of several runs as progress over all of them."""
+    if on_step is None:
+        return None
+    return lambda done, _run_total: on_step(done_before + done, total)
 
 
 def _progress(on_step: StepCallback | None, number: int, chunks: int, steps: int) -> Callable[..., Any] | None:

@@ -51,8 +51,11 @@ def test_each_image_of_a_mixed_batch_matches_its_solo_run(base, sets, fusion):
 
 
 def test_a_method_that_cannot_batch_groups_by_set_and_says_so(base, sets):
-    mixed = generate(base, PROMPTS, seed=[1, 2, 3, 4], steps=3, adapters=sets, fusion="switch")
+    progress: list[tuple[int, int]] = []
+    mixed = generate(base, PROMPTS, seed=[1, 2, 3, 4], steps=3, adapters=sets, fusion="switch",
+                     on_step=lambda done, total: progress.append((done, total)))
     assert "cannot give the images of one batch their own adapters; rendered 4 runs" in mixed.notices[0]
+    assert progress == [(done, 12) for done in range(1, 13)]  # every run's steps, counted over all four
     solo = generate(base, PROMPTS[1], seed=2, steps=3, adapters=sets[1], fusion="switch")
     assert np.array_equal(pixels(solo.images[0]), pixels(mixed.images[1]))  # a run of one is the solo run
 
